@@ -6,6 +6,8 @@
 //! consult) are in [`node`].
 
 pub mod node;
+pub mod ra;
+pub mod script;
 
 pub use node::{
     BootObserver, BootStage, ClientArch, ClientRef, DiscoveredClient, MacAddr, NodeDirectory,

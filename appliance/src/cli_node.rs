@@ -1,0 +1,261 @@
+//! `clustermaker node …`: the node registry from the command line.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use netboot::{BootStage, MacAddr};
+use serde_json::json;
+
+use crate::registry::{load_discovered, Node, Registry};
+use crate::tracker::{load_status, now_ms};
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// PXE clients seen on the boot network that are not nodes yet.
+    Discovered {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds a node (typically a discovered one): it gets its name and address on its next boot.
+    Add {
+        /// Host name of the node.
+        name: String,
+        #[arg(long)]
+        mac: MacAddr,
+        /// Address reserved for it; from the pool when absent.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Image it boots; the default image when absent.
+        #[arg(long)]
+        image: Option<String>,
+        /// EFI iPXE binary: ipxe.efi or snponly.efi (some NICs need snponly).
+        #[arg(long)]
+        efi_loader: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes with their address, image and boot stages.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes a node from the registry.
+    Remove {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Changes a node's MAC, address, image or EFI loader.
+    Set {
+        name: String,
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        #[arg(long, conflicts_with = "no_ip")]
+        ip: Option<Ipv4Addr>,
+        /// Drop the reserved address (the node then gets one from the pool).
+        #[arg(long)]
+        no_ip: bool,
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        efi_loader: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(state_dir: &Path, cmd: NodeCommand) -> Result<()> {
+    match cmd {
+        NodeCommand::Discovered { json } => discovered(state_dir, json),
+        NodeCommand::Add {
+            name,
+            mac,
+            ip,
+            image,
+            efi_loader,
+            json,
+        } => {
+            let node = Node {
+                name,
+                mac,
+                ip,
+                image,
+                efi_loader,
+            };
+            let added = node.clone();
+            Registry::update(state_dir, |r| {
+                if let Some(existing) = r.by_mac(&node.mac) {
+                    bail!(
+                        "MAC {} belongs to node `{}` already; use `node set` to change it",
+                        node.mac,
+                        existing.name
+                    );
+                }
+                if r.by_name(&node.name).is_some() {
+                    bail!("a node named `{}` exists already; pick another name or `node remove` it first", node.name);
+                }
+                r.nodes.push(node);
+                Ok(())
+            })?;
+            print_one(&added, json, "added");
+            Ok(())
+        }
+        NodeCommand::List { json } => list(state_dir, json),
+        NodeCommand::Remove { name, json } => {
+            let mut removed = None;
+            Registry::update(state_dir, |r| {
+                let Some(i) = r.nodes.iter().position(|n| n.name == name) else {
+                    bail!("no node named `{name}` (see `clustermaker node list`)");
+                };
+                removed = Some(r.nodes.remove(i));
+                Ok(())
+            })?;
+            if let Some(n) = removed {
+                print_one(&n, json, "removed");
+            }
+            Ok(())
+        }
+        NodeCommand::Set {
+            name,
+            mac,
+            ip,
+            no_ip,
+            image,
+            efi_loader,
+            json,
+        } => {
+            let r = Registry::update(state_dir, |r| {
+                let Some(n) = r.nodes.iter_mut().find(|n| n.name == name) else {
+                    bail!("no node named `{name}` (see `clustermaker node list`)");
+                };
+                if let Some(m) = mac {
+                    n.mac = m;
+                }
+                if ip.is_some() || no_ip {
+                    n.ip = ip;
+                }
+                if image.is_some() {
+                    n.image = image;
+                }
+                if efi_loader.is_some() {
+                    n.efi_loader = efi_loader;
+                }
+                Ok(())
+            })?;
+            if let Some(n) = r.by_name(&name) {
+                print_one(n, json, "updated");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_one(n: &Node, json: bool, verb: &str) {
+    if json {
+        println!("{}", serde_json::to_string(n).unwrap_or_default());
+    } else {
+        let ip =
+            n.ip.map(|i| i.to_string())
+                .unwrap_or_else(|| "from the pool".into());
+        println!("{verb} node {} (MAC {}, address {ip})", n.name, n.mac);
+    }
+}
+
+fn discovered(state_dir: &Path, json: bool) -> Result<()> {
+    let d = load_discovered(state_dir)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d.values().collect::<Vec<_>>())?
+        );
+        return Ok(());
+    }
+    if d.is_empty() {
+        println!("no discovered PXE clients");
+        return Ok(());
+    }
+    println!(
+        "{:<17}  {:<12}  {:<36}  {:>9}  VENDOR CLASS",
+        "MAC", "ARCH", "UUID", "LAST SEEN"
+    );
+    let now = now_ms();
+    for x in d.values() {
+        let arch = x
+            .arch
+            .map(|a| format!("{a:?}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<17}  {:<12}  {:<36}  {:>8}s  {}",
+            x.mac.to_string(),
+            arch,
+            x.uuid.as_deref().unwrap_or("-"),
+            now.saturating_sub(x.last_seen_ms) / 1000,
+            x.vendor_class.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+fn list(state_dir: &Path, json: bool) -> Result<()> {
+    let registry = Registry::load(state_dir)?;
+    let status = load_status(state_dir)?;
+    if json {
+        let nodes: Vec<_> = registry
+            .nodes
+            .iter()
+            .map(|n| {
+                let s = status.get(&n.mac).cloned().unwrap_or_default();
+                let stages: serde_json::Map<String, serde_json::Value> = s
+                    .stages
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            json!({"at_ms": v, "since_boot_ms": s.elapsed_ms(*k)}),
+                        )
+                    })
+                    .collect();
+                json!({
+                    "name": n.name, "mac": n.mac, "reserved_ip": n.ip, "image": n.image,
+                    "efi_loader": n.efi_loader, "ip": s.ip, "stage": s.last_stage(),
+                    "stages": stages, "online": s.online,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(());
+    }
+    if registry.nodes.is_empty() {
+        println!("no nodes; PXE-boot a machine and see `clustermaker node discovered`");
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<17}  {:<15}  {:<10}  {:<14}  BOOT STAGES (s since offer)",
+        "NAME", "MAC", "ADDRESS", "IMAGE", "STAGE"
+    );
+    for n in &registry.nodes {
+        let s = status.get(&n.mac).cloned().unwrap_or_default();
+        let ip =
+            s.ip.or(n.ip)
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "-".into());
+        let stages: Vec<String> = BootStage::ALL
+            .iter()
+            .filter_map(|st| Some(format!("{st} {:.1}", s.elapsed_ms(*st)? as f64 / 1000.0)))
+            .collect();
+        println!(
+            "{:<16}  {:<17}  {:<15}  {:<10}  {:<14}  {}",
+            n.name,
+            n.mac.to_string(),
+            ip,
+            n.image.as_deref().unwrap_or("(default)"),
+            s.last_stage()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            stages.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `clustermaker serve`: wires the boot services to the node tracker and runs them until a
+//! signal. Any service failing to start stops the whole server with its reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinSet;
+
+use crate::boot::BootFiles;
+use crate::config::Config;
+use crate::tracker::Tracker;
+
+pub fn run(config: Config) -> Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let tracker = Tracker::open(&config.state_dir)?;
+    let files = Arc::new(BootFiles::new(config.clone(), tracker.clone())?);
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+
+    tasks.spawn({
+        let tracker = tracker.clone();
+        async move {
+            tracker.run_persist(Duration::from_millis(300)).await;
+            Ok(())
+        }
+    });
+
+    let http_addr = SocketAddr::from((config.network.address, config.http.port));
+    let router = crate::http::router(files.clone());
+    tasks.spawn(async move { crate::http::serve(http_addr, router).await });
+
+    if config.boot.ipv6_ra {
+        let interface = config.network.interface.clone();
+        tasks.spawn(async move { netboot::ra::serve(interface).await });
+    }
+
+    let outcome = tokio::select! {
+        Some(done) = tasks.join_next() => match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a service task failed: {e}")),
+        },
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    };
+    tasks.abort_all();
+    if let Err(e) = tracker.persist() {
+        tracing::error!("cannot save node status at exit: {e:#}");
+    }
+    outcome
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

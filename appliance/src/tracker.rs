@@ -1,0 +1,387 @@
+//! What the master knows about nodes while it serves: the registry as the boot servers see it
+//! (reloaded when `nodes.json` changes), each node's boot stages with their times, and the PXE
+//! clients discovered. Boot servers call in on their packet paths, so every call only touches
+//! memory; a background task writes `status.json` and `discovered.json` when they changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use netboot::{
+    BootObserver, BootStage, ClientRef, DiscoveredClient, MacAddr, NodeDirectory, Reservation,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::registry::{
+    discovered_path, load_discovered, nodes_path, Discovered, DiscoveredSet, Registry,
+};
+use crate::statefile::{read_json, write_json};
+
+/// What a node's own system reports when it comes up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineReport {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub kernel: String,
+    pub uptime_secs: u64,
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// One node's latest boot, as `status.json` keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub ip: Option<Ipv4Addr>,
+    /// Unix milliseconds at which each stage of the current boot was reached.
+    pub stages: BTreeMap<BootStage, u64>,
+    pub online: Option<OnlineReport>,
+}
+
+impl NodeStatus {
+    /// The furthest stage reached in the current boot.
+    pub fn last_stage(&self) -> Option<BootStage> {
+        self.stages.keys().next_back().copied()
+    }
+
+    /// Milliseconds from the first stage of this boot to `stage`.
+    pub fn elapsed_ms(&self, stage: BootStage) -> Option<u64> {
+        let start = self.stages.values().min()?;
+        Some(self.stages.get(&stage)? - start)
+    }
+}
+
+pub type StatusMap = BTreeMap<MacAddr, NodeStatus>;
+
+pub fn status_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+pub fn load_status(state_dir: &Path) -> anyhow::Result<StatusMap> {
+    read_json(&status_path(state_dir))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The registry indexed for per-packet lookups.
+#[derive(Default)]
+struct Members {
+    by_mac: HashMap<MacAddr, Reservation>,
+    by_ip: HashMap<Ipv4Addr, MacAddr>,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+impl Members {
+    fn from_registry(r: &Registry, stamp: Option<(SystemTime, u64)>) -> Members {
+        Members {
+            by_mac: r.nodes.iter().map(|n| (n.mac, n.reservation())).collect(),
+            by_ip: r
+                .nodes
+                .iter()
+                .filter_map(|n| Some((n.ip?, n.mac)))
+                .collect(),
+            stamp,
+        }
+    }
+}
+
+pub struct Tracker {
+    state_dir: PathBuf,
+    members: RwLock<Members>,
+    status: Mutex<StatusMap>,
+    ip_to_mac: Mutex<HashMap<Ipv4Addr, MacAddr>>,
+    discovered: Mutex<DiscoveredSet>,
+    dirty: AtomicBool,
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Tracker {
+    /// Loads the registry and the last known status and discoveries from `state_dir`.
+    pub fn open(state_dir: &Path) -> anyhow::Result<Arc<Tracker>> {
+        let registry = Registry::load(state_dir)?;
+        let status = load_status(state_dir)?;
+        let ip_to_mac = status
+            .iter()
+            .filter_map(|(m, s)| Some((s.ip?, *m)))
+            .collect();
+        let stamp = file_stamp(&nodes_path(state_dir));
+        Ok(Arc::new(Tracker {
+            state_dir: state_dir.to_path_buf(),
+            members: RwLock::new(Members::from_registry(&registry, stamp)),
+            status: Mutex::new(status),
+            ip_to_mac: Mutex::new(ip_to_mac),
+            discovered: Mutex::new(load_discovered(state_dir)?),
+            dirty: AtomicBool::new(false),
+        }))
+    }
+
+    /// Re-reads `nodes.json` if it changed. A registry that fails to load keeps the old one in
+    /// force (and says why): a half-edited file must not stop the boot service.
+    pub fn reload_if_changed(&self) {
+        let path = nodes_path(&self.state_dir);
+        let stamp = file_stamp(&path);
+        if stamp == self.members.read().unwrap().stamp {
+            return;
+        }
+        match Registry::load(&self.state_dir) {
+            Ok(r) => {
+                tracing::info!("node registry reloaded: {} nodes", r.nodes.len());
+                let members = Members::from_registry(&r, stamp);
+                let mut discovered = self.discovered.lock().unwrap();
+                let before = discovered.len();
+                discovered.retain(|mac, _| !members.by_mac.contains_key(mac));
+                if discovered.len() != before {
+                    self.dirty.store(true, Ordering::Relaxed);
+                }
+                *self.members.write().unwrap() = members;
+            }
+            Err(e) => {
+                tracing::error!("{e:#}; keeping the previous node registry");
+                self.members.write().unwrap().stamp = stamp;
+            }
+        }
+    }
+
+    /// The MAC of the client at `ip`, as last seen by DHCP or reported online.
+    pub fn mac_of(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.ip_to_mac.lock().unwrap().get(&ip).copied()
+    }
+
+    pub fn status(&self) -> StatusMap {
+        self.status.lock().unwrap().clone()
+    }
+
+    pub fn discovered_now(&self) -> DiscoveredSet {
+        self.discovered.lock().unwrap().clone()
+    }
+
+    /// The node name for logs: the member's name, or the MAC.
+    pub fn name_of(&self, mac: &MacAddr) -> String {
+        match self.members.read().unwrap().by_mac.get(mac) {
+            Some(r) => r.name.clone(),
+            None => mac.to_string(),
+        }
+    }
+
+    /// Records an online report from a node's own system.
+    pub fn online(&self, report: OnlineReport) {
+        let mac = report.mac;
+        let ip = report.ip;
+        self.ip_to_mac.lock().unwrap().insert(ip, mac);
+        {
+            let mut status = self.status.lock().unwrap();
+            let s = status.entry(mac).or_default();
+            s.ip = Some(ip);
+            s.online = Some(report.clone());
+        }
+        self.stage(
+            ClientRef {
+                mac: Some(mac),
+                ip: Some(ip),
+            },
+            BootStage::Online,
+        );
+        tracing::info!(
+            node = %self.name_of(&mac), %mac, %ip, kernel = %report.kernel,
+            uptime_secs = report.uptime_secs, "node reported online"
+        );
+    }
+
+    /// Writes status and discoveries if they changed. Called by [`Tracker::run_persist`].
+    pub fn persist(&self) -> anyhow::Result<()> {
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let status = self.status();
+        let discovered = self.discovered_now();
+        let result = write_json(&status_path(&self.state_dir), &status)
+            .and_then(|_| write_json(&discovered_path(&self.state_dir), &discovered));
+        if result.is_err() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Reloads the registry and persists state every `period` until the task is dropped.
+    pub async fn run_persist(self: Arc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            let me = self.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                me.reload_if_changed();
+                me.persist()
+            })
+            .await;
+            match result {
+                Ok(Err(e)) => tracing::error!("cannot save node status: {e:#}"),
+                Err(e) => tracing::error!("status task failed: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+}
+
+impl NodeDirectory for Tracker {
+    fn reservation(&self, mac: &MacAddr) -> Option<Reservation> {
+        self.members.read().unwrap().by_mac.get(mac).cloned()
+    }
+
+    fn reserved_by(&self, ip: Ipv4Addr) -> Option<MacAddr> {
+        self.members.read().unwrap().by_ip.get(&ip).copied()
+    }
+}
+
+impl BootObserver for Tracker {
+    fn stage(&self, client: ClientRef, stage: BootStage) {
+        let mac = match (client.mac, client.ip) {
+            (Some(m), _) => m,
+            (None, Some(ip)) => match self.mac_of(ip) {
+                Some(m) => m,
+                None => {
+                    tracing::debug!(%ip, %stage, "boot stage from an address with no known MAC");
+                    return;
+                }
+            },
+            (None, None) => return,
+        };
+        if let Some(ip) = client.ip {
+            self.ip_to_mac.lock().unwrap().insert(ip, mac);
+        }
+        let now = now_ms();
+        let since_start;
+        {
+            let mut status = self.status.lock().unwrap();
+            let s = status.entry(mac).or_default();
+            // An OFFER starts a new boot; anything else keeps the first time a stage was reached
+            // in this boot (renewals do not move "bound").
+            if stage == BootStage::Offered {
+                s.stages.clear();
+                s.online = None;
+            }
+            if client.ip.is_some() {
+                s.ip = client.ip;
+            }
+            s.stages.entry(stage).or_insert(now);
+            since_start = s.elapsed_ms(stage);
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+        tracing::info!(
+            node = %self.name_of(&mac), %mac, ip = ?client.ip, stage = %stage,
+            since_boot_ms = since_start.unwrap_or(0), "boot stage"
+        );
+    }
+
+    fn discovered(&self, client: DiscoveredClient) {
+        let now = now_ms();
+        let mut d = self.discovered.lock().unwrap();
+        let entry = d.entry(client.mac).or_insert_with(|| {
+            tracing::info!(mac = %client.mac, arch = ?client.arch, vendor = ?client.vendor_class, "discovered a new PXE client");
+            Discovered {
+                mac: client.mac,
+                arch: client.arch,
+                vendor_class: client.vendor_class.clone(),
+                uuid: client.uuid.clone(),
+                first_seen_ms: now,
+                last_seen_ms: now,
+            }
+        });
+        entry.last_seen_ms = now;
+        entry.arch = client.arch.or(entry.arch);
+        if client.vendor_class.is_some() {
+            entry.vendor_class = client.vendor_class;
+        }
+        if client.uuid.is_some() {
+            entry.uuid = client.uuid;
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Node;
+
+    #[test]
+    fn stages_follow_a_boot_and_offer_starts_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::open(dir.path()).unwrap();
+        let mac: MacAddr = "52:54:00:00:00:09".parse().unwrap();
+        let ip: Ipv4Addr = "10.0.0.50".parse().unwrap();
+        t.stage(
+            ClientRef {
+                mac: Some(mac),
+                ip: Some(ip),
+            },
+            BootStage::Offered,
+        );
+        t.stage(
+            ClientRef {
+                mac: Some(mac),
+                ip: Some(ip),
+            },
+            BootStage::Bound,
+        );
+        // TFTP/HTTP only know the address
+        t.stage(
+            ClientRef {
+                mac: None,
+                ip: Some(ip),
+            },
+            BootStage::KernelSent,
+        );
+        let s = t.status()[&mac].clone();
+        assert_eq!(s.last_stage(), Some(BootStage::KernelSent));
+        t.persist().unwrap();
+        assert_eq!(load_status(dir.path()).unwrap()[&mac], s);
+        t.stage(
+            ClientRef {
+                mac: Some(mac),
+                ip: Some(ip),
+            },
+            BootStage::Offered,
+        );
+        assert_eq!(t.status()[&mac].last_stage(), Some(BootStage::Offered));
+    }
+
+    #[test]
+    fn registry_changes_are_picked_up_and_members_leave_discovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::open(dir.path()).unwrap();
+        let mac: MacAddr = "52:54:00:00:00:0a".parse().unwrap();
+        t.discovered(DiscoveredClient {
+            mac,
+            arch: None,
+            vendor_class: Some("PXEClient".into()),
+            uuid: None,
+        });
+        assert!(t.reservation(&mac).is_none());
+        Registry::update(dir.path(), |r| {
+            r.nodes.push(Node {
+                name: "n7".into(),
+                mac,
+                ip: Some("10.0.0.7".parse().unwrap()),
+                image: None,
+                efi_loader: None,
+            });
+            Ok(())
+        })
+        .unwrap();
+        t.reload_if_changed();
+        assert_eq!(t.reservation(&mac).unwrap().name, "n7");
+        assert_eq!(t.reserved_by("10.0.0.7".parse().unwrap()), Some(mac));
+        assert!(t.discovered_now().is_empty());
+    }
+}
