@@ -92,12 +92,12 @@ impl FileContent {
             (FileContent::Host { path: a, .. }, FileContent::Host { path: b, .. }) if a == b => {
                 Ok(true)
             }
-            _ => readers_equal(self.open()?, other.open()?).map_err(|source| {
-                ArchiveError::HostIo {
+            _ => {
+                readers_equal(self.open()?, other.open()?).map_err(|source| ArchiveError::HostIo {
                     path: self.host_path().or(other.host_path()).unwrap_or_default(),
                     source,
-                }
-            }),
+                })
+            }
         }
     }
 
@@ -592,11 +592,12 @@ impl Archive {
             }
             resolved.push(component);
             let is_last = pending.is_empty();
-            let here = ArchivePath::from_components(resolved.iter().map(String::as_str))
-                .map_err(|reason| ArchiveError::InvalidPath {
+            let here = ArchivePath::from_components(resolved.iter().map(String::as_str)).map_err(
+                |reason| ArchiveError::InvalidPath {
                     path: path.to_string(),
                     reason,
-                })?;
+                },
+            )?;
             match self.entries.get(&here).map(|entry| &entry.kind) {
                 None | Some(EntryKind::Directory) => {}
                 Some(EntryKind::Symlink(_)) if is_last && !follow_last => {}
@@ -643,9 +644,8 @@ impl Archive {
         let mut inode: u32 = 1;
         for (path, entry) in &self.entries {
             let (rdev_major, rdev_minor) = match entry.kind {
-                EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
-                    (major, minor)
-                }
+                EntryKind::CharDevice { major, minor }
+                | EntryKind::BlockDevice { major, minor } => (major, minor),
                 _ => (0, 0),
             };
             let nlink = match entry.kind {
@@ -656,12 +656,11 @@ impl Archive {
                 }
                 _ => 1,
             };
-            let data_len = u32::try_from(entry.data_len()).map_err(|_| {
-                ArchiveError::FileTooLarge {
+            let data_len =
+                u32::try_from(entry.data_len()).map_err(|_| ArchiveError::FileTooLarge {
                     path: path.to_string(),
                     size: entry.data_len(),
-                }
-            })?;
+                })?;
             let header = Header {
                 inode,
                 mode: entry.kind.type_bits() | entry.mode,
@@ -909,7 +908,16 @@ mod tests {
         let names: Vec<_> = records.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
-            ["bin", "dev", "dev/console", "etc", "usr", "usr/bin", "usr/bin/tool", "TRAILER!!!"]
+            [
+                "bin",
+                "dev",
+                "dev/console",
+                "etc",
+                "usr",
+                "usr/bin",
+                "usr/bin/tool",
+                "TRAILER!!!"
+            ]
         );
         let by_name = |name: &str| records.iter().find(|r| r.name == name).unwrap();
         assert_eq!(by_name("bin").mode, 0o120_777);
@@ -1027,7 +1035,9 @@ mod tests {
             .unwrap();
         let entry = archive.get("etc/hostname").unwrap();
         assert_eq!(entry.mode(), 0o600);
-        assert!(matches!(entry.kind(), EntryKind::File(FileContent::Bytes(b)) if &b[..] == b"node2"));
+        assert!(
+            matches!(entry.kind(), EntryKind::File(FileContent::Bytes(b)) if &b[..] == b"node2")
+        );
     }
 
     #[test]
@@ -1089,12 +1099,23 @@ mod tests {
         assert_eq!(stored.as_str(), "usr/lib/b");
         assert_eq!(
             names(&archive),
-            ["lib", "usr", "usr/lib", "usr/lib/b", "usr/lib/modules", "usr/lib/modules/a.ko", "usr/lib64"]
+            [
+                "lib",
+                "usr",
+                "usr/lib",
+                "usr/lib/b",
+                "usr/lib/modules",
+                "usr/lib/modules/a.ko",
+                "usr/lib64"
+            ]
         );
         assert_eq!(archive.resolve("lib/b").unwrap().as_str(), "usr/lib/b");
         assert_eq!(archive.resolve("lib").unwrap().as_str(), "usr/lib");
         assert!(archive.get("lib/modules/a.ko").is_some());
-        assert!(matches!(archive.get("lib").unwrap().kind(), EntryKind::Symlink(_)));
+        assert!(matches!(
+            archive.get("lib").unwrap().kind(),
+            EntryKind::Symlink(_)
+        ));
     }
 
     #[test]

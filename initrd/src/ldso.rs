@@ -608,7 +608,12 @@ mod tests {
         fn new() -> FakeRoot {
             let dir = tempfile::tempdir().unwrap();
             let root = FakeRoot { dir };
-            for d in ["usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/bin", "etc/ld.so.conf.d"] {
+            for d in [
+                "usr/lib/x86_64-linux-gnu",
+                "usr/lib64",
+                "usr/bin",
+                "etc/ld.so.conf.d",
+            ] {
                 fs::create_dir_all(root.path().join(d)).unwrap();
             }
             symlink("usr/lib", root.path().join("lib")).unwrap();
@@ -658,7 +663,10 @@ mod tests {
     #[test]
     fn interpreter_and_libc_through_merged_usr() {
         let root = FakeRoot::new();
-        root.write_elf("/usr/bin/tool", &TestElf::executable(INTERP, &["libc.so.6"]));
+        root.write_elf(
+            "/usr/bin/tool",
+            &TestElf::executable(INTERP, &["libc.so.6"]),
+        );
         let closure = root.closure("/bin/tool").unwrap();
         assert_eq!(
             paths(&closure),
@@ -684,11 +692,24 @@ mod tests {
     fn transitive_needs_breadth_first_without_duplicates() {
         let root = FakeRoot::new();
         let lib = "/usr/lib/x86_64-linux-gnu";
-        root.write_elf(&format!("{lib}/liba.so.1"), &TestElf::library("liba.so.1").needing(&["libc.so.6", "libc2.so"]));
-        root.write_elf(&format!("{lib}/libb.so.1"), &TestElf::library("libb.so.1").needing(&["liba.so.1", "libc.so.6"]));
+        root.write_elf(
+            &format!("{lib}/liba.so.1"),
+            &TestElf::library("liba.so.1").needing(&["libc.so.6", "libc2.so"]),
+        );
+        root.write_elf(
+            &format!("{lib}/libb.so.1"),
+            &TestElf::library("libb.so.1").needing(&["liba.so.1", "libc.so.6"]),
+        );
         // libc2.so is a symlink to libc.so.6: the same file must not be loaded twice.
-        symlink("libc.so.6", root.path().join("usr/lib/x86_64-linux-gnu/libc2.so")).unwrap();
-        root.write_elf("/usr/bin/tool", &TestElf::executable(INTERP, &["libb.so.1", "libc.so.6"]));
+        symlink(
+            "libc.so.6",
+            root.path().join("usr/lib/x86_64-linux-gnu/libc2.so"),
+        )
+        .unwrap();
+        root.write_elf(
+            "/usr/bin/tool",
+            &TestElf::executable(INTERP, &["libb.so.1", "libc.so.6"]),
+        );
         let closure = root.closure("/usr/bin/tool").unwrap();
         let names: Vec<_> = closure.libraries.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["libb.so.1", "libc.so.6", "liba.so.1"]);
@@ -702,14 +723,27 @@ mod tests {
         let mut program = TestElf::executable(INTERP, &["libapp.so", "libc.so.6"]);
         program.rpath = Some("$ORIGIN/../lib/app".into());
         root.write_elf("/opt/app/bin/app", &program);
-        root.write_elf("/opt/app/lib/app/libapp.so", &TestElf::library("libapp.so").needing(&["libhelper.so", "libplug.so"]));
-        root.write_elf("/opt/app/lib/app/libhelper.so", &TestElf::library("libhelper.so"));
+        root.write_elf(
+            "/opt/app/lib/app/libapp.so",
+            &TestElf::library("libapp.so").needing(&["libhelper.so", "libplug.so"]),
+        );
+        root.write_elf(
+            "/opt/app/lib/app/libhelper.so",
+            &TestElf::library("libhelper.so"),
+        );
         let mut plug = TestElf::library("libplug.so").needing(&["libdeep.so"]);
         plug.runpath = Some("${ORIGIN}/plugins".into());
         root.write_elf("/opt/app/lib/app/libplug.so", &plug);
-        root.write_elf("/opt/app/lib/app/plugins/libdeep.so", &TestElf::library("libdeep.so"));
+        root.write_elf(
+            "/opt/app/lib/app/plugins/libdeep.so",
+            &TestElf::library("libdeep.so"),
+        );
         let closure = root.closure("/opt/app/bin/app").unwrap();
-        let found: Vec<_> = closure.libraries.iter().map(|l| (l.name.as_str(), l.found_via)).collect();
+        let found: Vec<_> = closure
+            .libraries
+            .iter()
+            .map(|l| (l.name.as_str(), l.found_via))
+            .collect();
         assert_eq!(
             found,
             [
@@ -720,7 +754,10 @@ mod tests {
                 ("libdeep.so", FoundVia::Runpath),
             ]
         );
-        assert_eq!(closure.libraries[0].path, "/opt/app/bin/../lib/app/libapp.so");
+        assert_eq!(
+            closure.libraries[0].path,
+            "/opt/app/bin/../lib/app/libapp.so"
+        );
     }
 
     #[test]
@@ -732,16 +769,25 @@ mod tests {
         root.write_elf("/usr/bin/tool", &program);
         root.write_elf("/opt/rpath/libonly.so", &TestElf::library("libonly.so"));
         let error = root.closure("/usr/bin/tool").unwrap_err();
-        assert!(matches!(&error, ClosureError::NotFound { name, .. } if name == "libonly.so"), "{error}");
+        assert!(
+            matches!(&error, ClosureError::NotFound { name, .. } if name == "libonly.so"),
+            "{error}"
+        );
         assert!(error.to_string().contains("/opt/runpath"), "{error}");
     }
 
     #[test]
     fn ld_so_conf_with_includes_and_wrong_class_skipped() {
         let root = FakeRoot::new();
-        root.write("/etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n# comment\n");
+        root.write(
+            "/etc/ld.so.conf",
+            "include /etc/ld.so.conf.d/*.conf\n# comment\n",
+        );
         root.write("/etc/ld.so.conf.d/b.conf", "/opt/second\n");
-        root.write("/etc/ld.so.conf.d/a.conf", "/opt/first # trailing comment\n");
+        root.write(
+            "/etc/ld.so.conf.d/a.conf",
+            "/opt/first # trailing comment\n",
+        );
         root.write("/etc/ld.so.conf.d/ignored.txt", "/opt/ignored\n");
         let mut wrong = TestElf::library("libx.so");
         wrong.class = crate::elf::ElfClass::Elf32;
@@ -765,30 +811,57 @@ mod tests {
         wrong.machine = object::elf::EM_386;
         root.write_elf("/usr/lib/libx.so", &wrong);
         root.write_elf("/usr/bin/tool", &TestElf::executable(INTERP, &["libx.so"]));
-        assert!(matches!(root.closure("/usr/bin/tool"), Err(ClosureError::Incompatible { .. })));
+        assert!(matches!(
+            root.closure("/usr/bin/tool"),
+            Err(ClosureError::Incompatible { .. })
+        ));
     }
 
     #[test]
     fn malformed_inputs_are_errors() {
         let root = FakeRoot::new();
         root.write("/usr/bin/script", "#!/bin/sh\n");
-        assert!(matches!(root.closure("/usr/bin/script"), Err(ClosureError::Elf { .. })));
+        assert!(matches!(
+            root.closure("/usr/bin/script"),
+            Err(ClosureError::Elf { .. })
+        ));
         let truncated = TestElf::executable(INTERP, &["libc.so.6"]).build();
-        fs::write(root.path().join("usr/bin/cut"), &truncated[..truncated.len() - 4]).unwrap();
-        assert!(matches!(root.closure("/usr/bin/cut"), Err(ClosureError::Elf { .. })));
+        fs::write(
+            root.path().join("usr/bin/cut"),
+            &truncated[..truncated.len() - 4],
+        )
+        .unwrap();
+        assert!(matches!(
+            root.closure("/usr/bin/cut"),
+            Err(ClosureError::Elf { .. })
+        ));
         // A broken library stops the search, like ld.so.
         root.write("/usr/lib/x86_64-linux-gnu/libbroken.so", "garbage");
-        root.write_elf("/usr/bin/tool", &TestElf::executable(INTERP, &["libbroken.so"]));
-        assert!(matches!(root.closure("/usr/bin/tool"), Err(ClosureError::Elf { path, .. }) if path.ends_with("libbroken.so")));
-        root.write_elf("/usr/bin/noloader", &TestElf::executable("/lib/ld-missing.so", &[]));
-        assert!(matches!(root.closure("/usr/bin/noloader"), Err(ClosureError::NotFound { .. })));
+        root.write_elf(
+            "/usr/bin/tool",
+            &TestElf::executable(INTERP, &["libbroken.so"]),
+        );
+        assert!(
+            matches!(root.closure("/usr/bin/tool"), Err(ClosureError::Elf { path, .. }) if path.ends_with("libbroken.so"))
+        );
+        root.write_elf(
+            "/usr/bin/noloader",
+            &TestElf::executable("/lib/ld-missing.so", &[]),
+        );
+        assert!(matches!(
+            root.closure("/usr/bin/noloader"),
+            Err(ClosureError::NotFound { .. })
+        ));
         assert!(root.closure("/usr/bin/missing").is_err());
     }
 
     #[test]
     fn closure_of_a_file_outside_the_root_uses_the_install_path_as_origin() {
         let root = FakeRoot::new();
-        root.write_elf("/usr/lib/clustermaker/libextra.so", &TestElf::library("libextra.so"));
+        root.write_elf(
+            "/usr/lib/clustermaker/libextra.so",
+            &TestElf::library("libextra.so"),
+        );
         let outside = tempfile::tempdir().unwrap();
         let mut program = TestElf::executable(INTERP, &["libextra.so", "libc.so.6"]);
         program.runpath = Some("$ORIGIN/../lib/clustermaker".into());
@@ -798,7 +871,10 @@ mod tests {
             .unwrap()
             .closure_of_file(&binary, "usr/bin/clustermaker")
             .unwrap();
-        assert_eq!(closure.libraries[0].path, "/usr/bin/../lib/clustermaker/libextra.so");
+        assert_eq!(
+            closure.libraries[0].path,
+            "/usr/bin/../lib/clustermaker/libextra.so"
+        );
     }
 
     #[test]
@@ -831,7 +907,10 @@ mod tests {
     #[test]
     fn default_dirs_follow_debian_multiarch() {
         let dirs = default_library_dirs(ElfClass::Elf64, object::elf::EM_X86_64);
-        assert_eq!(dirs[..2], ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"]);
+        assert_eq!(
+            dirs[..2],
+            ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"]
+        );
         assert!(dirs.contains(&"/lib64".to_string()));
         assert_eq!(parent_dir("/a"), "/");
         assert_eq!(parent_dir("/a/b"), "/a");

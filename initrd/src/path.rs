@@ -114,7 +114,11 @@ mod tests {
     #[test]
     fn normalises_slashes_and_dots() {
         for input in ["/bin/sh", "bin/sh", "./bin/sh", "bin//sh/", "//bin/./sh"] {
-            assert_eq!(ArchivePath::new(input).unwrap().as_str(), "bin/sh", "{input}");
+            assert_eq!(
+                ArchivePath::new(input).unwrap().as_str(),
+                "bin/sh",
+                "{input}"
+            );
         }
     }
 

@@ -145,11 +145,13 @@ impl RootFs {
     /// Reads a small text file (e.g. `/etc/ld.so.conf`), `Ok(None)` when it does not exist.
     pub fn read_optional_text(&self, path: &str) -> Result<Option<String>, RootError> {
         match self.read(path) {
-            Ok((resolved, bytes)) => String::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| RootError::NotUtf8 {
-                    path: resolved.host_path,
-                }),
+            Ok((resolved, bytes)) => {
+                String::from_utf8(bytes)
+                    .map(Some)
+                    .map_err(|_| RootError::NotUtf8 {
+                        path: resolved.host_path,
+                    })
+            }
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }
@@ -264,7 +266,10 @@ mod tests {
             Err(RootError::NotADirectory { .. })
         ));
         assert_eq!(rootfs.read_optional_text("/etc/ld.so.conf").unwrap(), None);
-        assert_eq!(rootfs.list_dir("/lib").unwrap(), ["real-ld.so", "x86_64-linux-gnu"]);
+        assert_eq!(
+            rootfs.list_dir("/lib").unwrap(),
+            ["real-ld.so", "x86_64-linux-gnu"]
+        );
         assert!(rootfs.list_dir("/missing").unwrap().is_empty());
     }
 }
