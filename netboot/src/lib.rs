@@ -5,9 +5,11 @@
 //! edges. The types every part shares (MAC addresses, boot stages, the node directory the servers
 //! consult) are in [`node`].
 
+pub mod dhcp;
 pub mod node;
 pub mod ra;
 pub mod script;
+pub mod tftp;
 
 pub use node::{
     BootObserver, BootStage, ClientArch, ClientRef, DiscoveredClient, MacAddr, NodeDirectory,
