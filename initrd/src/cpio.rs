@@ -455,19 +455,15 @@ impl Archive {
     /// The entry stored at `path` (not following a final symlink, but following symlinks in
     /// its ancestors).
     pub fn get(&self, path: &str) -> Option<&Entry> {
-        let requested = ArchivePath::new(path).ok()?;
-        let stored = self.resolve_components(&requested, false).ok()?;
+        let stored = self.resolve_components(path, false).ok()?;
         self.entries.get(&stored)
     }
 
     /// Where `path` leads inside the archive when every symlink, including a final one, is
-    /// followed. The result need not exist.
+    /// followed, like the kernel would resolve it in the unpacked tree (`..` is allowed here and
+    /// never climbs above the root). The result need not exist.
     pub fn resolve(&self, path: &str) -> Result<ArchivePath, ArchiveError> {
-        let requested = ArchivePath::new(path).map_err(|reason| ArchiveError::InvalidPath {
-            path: path.to_string(),
-            reason,
-        })?;
-        self.resolve_components(&requested, true)
+        self.resolve_components(path, true)
     }
 
     /// Number of entries (including implicit directories, excluding the trailer).
@@ -496,7 +492,7 @@ impl Archive {
             reason,
         })?;
         entry.validate(&requested)?;
-        let stored = self.resolve_components(&requested, false)?;
+        let stored = self.resolve_components(requested.as_str(), false)?;
         self.create_parents(&stored)?;
         let Some(existing) = self.entries.get(&stored) else {
             self.entries.insert(stored.clone(), entry);
@@ -575,10 +571,16 @@ impl Archive {
     /// archive root, and `..` never climbs above the root.
     fn resolve_components(
         &self,
-        path: &ArchivePath,
+        path: &str,
         follow_last: bool,
     ) -> Result<ArchivePath, ArchiveError> {
-        let mut pending: VecDeque<String> = path.components().map(str::to_string).collect();
+        if path.contains('\0') {
+            return Err(ArchiveError::InvalidPath {
+                path: path.to_string(),
+                reason: crate::error::PathError::Nul,
+            });
+        }
+        let mut pending: VecDeque<String> = path.split('/').map(str::to_string).collect();
         let mut resolved: Vec<String> = Vec::new();
         let mut follows = 0;
         while let Some(component) = pending.pop_front() {
@@ -591,7 +593,7 @@ impl Archive {
                 _ => {}
             }
             resolved.push(component);
-            let is_last = pending.is_empty();
+            let is_last = pending.iter().all(|c| c.is_empty() || c == ".");
             let here = ArchivePath::from_components(resolved.iter().map(String::as_str)).map_err(
                 |reason| ArchiveError::InvalidPath {
                     path: path.to_string(),
@@ -1111,6 +1113,15 @@ mod tests {
         );
         assert_eq!(archive.resolve("lib/b").unwrap().as_str(), "usr/lib/b");
         assert_eq!(archive.resolve("lib").unwrap().as_str(), "usr/lib");
+        assert_eq!(
+            archive.resolve("/lib/../lib64/b").unwrap().as_str(),
+            "usr/lib/b"
+        );
+        assert_eq!(archive.resolve("lib/..").unwrap().as_str(), "usr");
+        assert!(matches!(
+            archive.resolve("lib/../.."),
+            Err(ArchiveError::InvalidPath { .. })
+        ));
         assert!(archive.get("lib/modules/a.ko").is_some());
         assert!(matches!(
             archive.get("lib").unwrap().kind(),

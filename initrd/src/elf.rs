@@ -343,22 +343,21 @@ pub(crate) mod tests {
             out.extend_from_slice(&(phnum as u16).to_le_bytes());
             out.extend_from_slice(&[0; 6]); // shentsize, shnum, shstrndx
             assert_eq!(out.len(), ehsize);
-            let program_header =
-                |out: &mut Vec<u8>, p_type: u32, offset: usize, size: usize| {
-                    out.extend_from_slice(&p_type.to_le_bytes());
-                    if wide {
-                        out.extend_from_slice(&4u32.to_le_bytes()); // flags
-                        for value in [offset, offset, offset, size, size, 8] {
-                            out.extend_from_slice(&(value as u64).to_le_bytes());
-                        }
-                    } else {
-                        for value in [offset, offset, offset, size, size] {
-                            out.extend_from_slice(&(value as u32).to_le_bytes());
-                        }
-                        out.extend_from_slice(&4u32.to_le_bytes());
-                        out.extend_from_slice(&8u32.to_le_bytes());
+            let program_header = |out: &mut Vec<u8>, p_type: u32, offset: usize, size: usize| {
+                out.extend_from_slice(&p_type.to_le_bytes());
+                if wide {
+                    out.extend_from_slice(&4u32.to_le_bytes()); // flags
+                    for value in [offset, offset, offset, size, size, 8] {
+                        out.extend_from_slice(&(value as u64).to_le_bytes());
                     }
-                };
+                } else {
+                    for value in [offset, offset, offset, size, size] {
+                        out.extend_from_slice(&(value as u32).to_le_bytes());
+                    }
+                    out.extend_from_slice(&4u32.to_le_bytes());
+                    out.extend_from_slice(&8u32.to_le_bytes());
+                }
+            };
             program_header(&mut out, object::elf::PT_LOAD, 0, total);
             if let Some(bytes) = &interp_bytes {
                 program_header(&mut out, object::elf::PT_INTERP, interp_offset, bytes.len());

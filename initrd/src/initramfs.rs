@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::compress::Compression;
 use crate::cpio::{Archive, Entry};
-use crate::error::{Error, RootError};
+use crate::error::{ArchiveError, Error, ModuleError, RootError};
 use crate::ldso::{LibraryClosure, LibraryResolver};
 use crate::modinfo::{decompress_module, ModuleCompression};
 use crate::modules::{ModuleClosure, ModuleIndex};
@@ -132,31 +132,9 @@ impl InitramfsBuilder {
         Ok(())
     }
 
-    /// Adds the file or directory at `path_in_root` of `root` under the same path, with every
-    /// symlink met on the way added as a symlink (so the loader finds a library under the name
-    /// it looks for) and the real file at its real path. Returns where the real file went.
+    /// Adds the file or directory at `path_in_root` of `root`; see [`add_from_root`].
     pub fn add_from_root(&mut self, root: &Path, path_in_root: &str) -> Result<ArchivePath, Error> {
-        let resolved = RootFs::new(root).resolve(path_in_root)?;
-        for link in &resolved.links {
-            self.archive.add_symlink(&link.path, &link.target)?;
-        }
-        let mode = resolved.metadata.permissions().mode() & 0o7777;
-        let stored = if resolved.metadata.is_file() {
-            self.archive
-                .insert(&resolved.path, Entry::host_file(mode, &resolved.host_path)?)?
-        } else if resolved.metadata.is_dir() {
-            self.archive.add_dir(&resolved.path, mode)?
-        } else {
-            return Err(RootError::Io {
-                path: resolved.host_path,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "only regular files and directories can be copied from a root",
-                ),
-            }
-            .into());
-        };
-        Ok(stored)
+        add_from_root(&mut self.archive, root, path_in_root)
     }
 
     /// Adds the executable at `path_in_root` of `root`, its interpreter and every shared
@@ -167,8 +145,8 @@ impl InitramfsBuilder {
         path_in_root: &str,
     ) -> Result<LibraryClosure, Error> {
         let closure = LibraryResolver::new(root)?.closure_of(path_in_root)?;
-        self.add_from_root(root, path_in_root)?;
-        self.add_closure(root, &closure)?;
+        add_from_root(&mut self.archive, root, path_in_root)?;
+        add_libraries(&mut self.archive, root, &closure)?;
         Ok(closure)
     }
 
@@ -182,22 +160,13 @@ impl InitramfsBuilder {
     ) -> Result<LibraryClosure, Error> {
         let closure = LibraryResolver::new(lib_root)?.closure_of_file(host_file, archive_path)?;
         self.archive.add_host_file(archive_path, 0o755, host_file)?;
-        self.add_closure(lib_root, &closure)?;
+        add_libraries(&mut self.archive, lib_root, &closure)?;
         Ok(closure)
     }
 
-    fn add_closure(&mut self, root: &Path, closure: &LibraryClosure) -> Result<(), Error> {
-        for library in closure.iter() {
-            self.add_from_root(root, &library.path)?;
-        }
-        Ok(())
-    }
-
     /// Adds the modules of `modules_dir` (`.../lib/modules/<version>`) needed for `wanted`, with
-    /// their dependencies, under `lib/modules/<version>/`, and (re)writes
-    /// [`MODULES_LOAD_ORDER`]. gzip and zstd modules are stored decompressed (the initramfs is
-    /// compressed as a whole, and busybox `insmod` may not decompress); xz modules are kept as
-    /// they are. Calling this again appends to the load order.
+    /// their dependencies (see [`add_modules`]), and (re)writes [`MODULES_LOAD_ORDER`].
+    /// Calling this again appends to the load order.
     pub fn add_kernel_modules<S: AsRef<str>>(
         &mut self,
         modules_dir: &Path,
@@ -205,43 +174,15 @@ impl InitramfsBuilder {
     ) -> Result<ModuleClosure, Error> {
         let index = ModuleIndex::load(modules_dir)?;
         let closure = index.closure(wanted)?;
-        let base = format!("lib/modules/{}", index.version());
-        for module in &closure.modules {
-            let installed = match module.compression {
-                ModuleCompression::None | ModuleCompression::Xz => {
-                    let installed = format!("{base}/{}", module.path);
-                    self.archive
-                        .add_host_file(&installed, 0o644, &module.host_path)?;
-                    installed
-                }
-                ModuleCompression::Gzip | ModuleCompression::Zstd => {
-                    let bytes = std::fs::read(&module.host_path).map_err(|source| {
-                        crate::error::ModuleError::Io {
-                            path: module.host_path.clone(),
-                            source,
-                        }
-                    })?;
-                    let image = decompress_module(&bytes, module.compression, &module.path)?;
-                    let plain_path = module
-                        .path
-                        .strip_suffix(module.compression.suffix())
-                        .unwrap_or(&module.path);
-                    let installed = format!("{base}/{plain_path}");
-                    self.archive.add_file(&installed, 0o644, image)?;
-                    installed
-                }
-            };
-            let absolute = format!("/{installed}");
-            if !self.module_load_order.contains(&absolute) {
-                self.module_load_order.push(absolute);
+        for installed in add_modules(&mut self.archive, &closure, &index.version())? {
+            if !self.module_load_order.contains(&installed) {
+                self.module_load_order.push(installed);
             }
         }
-        let mut order_file = self.module_load_order.join("\n");
-        if !order_file.is_empty() {
-            order_file.push('\n');
-        }
-        self.archive
-            .replace(MODULES_LOAD_ORDER, Entry::file(0o644, order_file))?;
+        self.archive.replace(
+            MODULES_LOAD_ORDER,
+            Entry::file(0o644, load_order_file(&self.module_load_order)),
+        )?;
         Ok(closure)
     }
 
@@ -260,6 +201,115 @@ impl InitramfsBuilder {
     }
 }
 
+/// Copies the file or directory at `path_in_root` of `root` into `archive` so that, inside the
+/// initramfs, `path_in_root` leads to it — the name the loader (or `/init`) will open.
+///
+/// The real object goes to its real path (every symlink resolved inside `root`), and each
+/// symlink met on the way is added as the same symlink, so a library keeps its host layout
+/// (`/lib64/ld-linux-x86-64.so.2 -> ../lib/...`, merged-/usr `lib -> usr/lib`). When the
+/// archive already uses a link's place differently (say `lib` is a real directory in the
+/// archive but a link in the root), that link is left out and, if `path_in_root` then no
+/// longer leads to the object, an absolute symlink is added at `path_in_root` instead. Either
+/// way the result works at run time, whatever was added to the archive before.
+/// Returns where the real object was stored.
+pub fn add_from_root(
+    archive: &mut Archive,
+    root: &Path,
+    path_in_root: &str,
+) -> Result<ArchivePath, Error> {
+    let resolved = RootFs::new(root).resolve(path_in_root)?;
+    let mode = resolved.metadata.permissions().mode() & 0o7777;
+    let stored = if resolved.metadata.is_file() {
+        archive.insert(&resolved.path, Entry::host_file(mode, &resolved.host_path)?)?
+    } else if resolved.metadata.is_dir() {
+        archive.add_dir(&resolved.path, mode)?
+    } else {
+        return Err(RootError::Io {
+            path: resolved.host_path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "only regular files and directories can be copied from a root",
+            ),
+        }
+        .into());
+    };
+    for link in &resolved.links {
+        match archive.add_symlink(&link.path, &link.target) {
+            Ok(_) => {}
+            Err(ArchiveError::Conflict { .. } | ArchiveError::DirectoryNotEmpty { .. }) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    if archive.resolve(path_in_root)? != stored {
+        let (parent, name) = path_in_root
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .unwrap_or(("", path_in_root));
+        let place = if parent.trim_matches('/').is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", archive.resolve(parent)?)
+        };
+        archive.add_symlink(&place, &stored.to_absolute())?;
+    }
+    Ok(stored)
+}
+
+/// Adds the interpreter and libraries of `closure`, found in `root`, with [`add_from_root`].
+pub fn add_libraries(
+    archive: &mut Archive,
+    root: &Path,
+    closure: &LibraryClosure,
+) -> Result<(), Error> {
+    for library in closure.iter() {
+        add_from_root(archive, root, &library.path)?;
+    }
+    Ok(())
+}
+
+/// Adds the modules of `closure` under `lib/modules/<version>/` and returns their absolute
+/// paths inside the initramfs, in load order. gzip and zstd modules are stored decompressed
+/// (the initramfs is compressed as a whole, and busybox `insmod` may not decompress); xz
+/// modules are kept as they are.
+pub fn add_modules(
+    archive: &mut Archive,
+    closure: &ModuleClosure,
+    version: &str,
+) -> Result<Vec<String>, Error> {
+    let base = format!("lib/modules/{version}");
+    let mut installed_paths = Vec::with_capacity(closure.modules.len());
+    for module in &closure.modules {
+        let installed = match module.compression {
+            ModuleCompression::None | ModuleCompression::Xz => {
+                let installed = format!("{base}/{}", module.path);
+                archive.add_host_file(&installed, 0o644, &module.host_path)?;
+                installed
+            }
+            ModuleCompression::Gzip | ModuleCompression::Zstd => {
+                let bytes = std::fs::read(&module.host_path).map_err(|source| ModuleError::Io {
+                    path: module.host_path.clone(),
+                    source,
+                })?;
+                let image = decompress_module(&bytes, module.compression, &module.path)?;
+                let plain_path = module
+                    .path
+                    .strip_suffix(module.compression.suffix())
+                    .unwrap_or(&module.path);
+                let installed = format!("{base}/{plain_path}");
+                archive.add_file(&installed, 0o644, image)?;
+                installed
+            }
+        };
+        installed_paths.push(format!("/{installed}"));
+    }
+    Ok(installed_paths)
+}
+
+/// The contents of [`MODULES_LOAD_ORDER`]: one path per line.
+pub fn load_order_file(paths: &[String]) -> String {
+    paths.iter().map(|path| format!("{path}\n")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,8 +318,8 @@ mod tests {
     use std::fs;
     use std::os::unix::fs::symlink;
 
-    #[test]
-    fn merged_usr_layout_is_mirrored_and_libraries_follow_it() {
+    /// A merged-/usr root with a loader, libc and `/usr/bin/tool` needing libc.
+    fn merged_usr_root() -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         fs::create_dir_all(r.join("usr/lib/x86_64-linux-gnu")).unwrap();
@@ -296,7 +346,13 @@ mod tests {
         let program = TestElf::executable("/lib64/ld-linux-x86-64.so.2", &["libc.so.6"]).build();
         fs::write(r.join("usr/bin/tool"), &program).unwrap();
         fs::set_permissions(r.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+        root
+    }
 
+    #[test]
+    fn merged_usr_layout_is_mirrored_and_libraries_follow_it() {
+        let root = merged_usr_root();
+        let r = root.path();
         let mut builder = InitramfsBuilder::new();
         assert_eq!(
             builder.mirror_merged_usr(r).unwrap(),
@@ -326,6 +382,40 @@ mod tests {
             .add_file("lib/modules/x", 0o644, "")
             .unwrap();
         assert!(builder.archive().get("usr/lib/modules/x").is_some());
+    }
+
+    #[test]
+    fn libraries_resolve_even_where_the_archive_has_real_directories() {
+        let root = merged_usr_root();
+        let r = root.path();
+        let mut builder = InitramfsBuilder::new();
+        builder
+            .archive_mut()
+            .add_file("lib/keep", 0o644, "")
+            .unwrap();
+        builder.add_executable(r, "/bin/tool").unwrap();
+        let archive = builder.archive();
+        assert!(matches!(
+            archive.get("lib").unwrap().kind(),
+            EntryKind::Directory
+        ));
+        for (name, real) in [
+            (
+                "lib/x86_64-linux-gnu/libc.so.6",
+                "usr/lib/x86_64-linux-gnu/libc.so.6",
+            ),
+            (
+                "lib64/ld-linux-x86-64.so.2",
+                "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            ),
+            ("bin/tool", "usr/bin/tool"),
+        ] {
+            assert_eq!(archive.resolve(name).unwrap().as_str(), real, "{name}");
+            assert!(matches!(
+                archive.get(real).unwrap().kind(),
+                EntryKind::File(_)
+            ));
+        }
     }
 
     #[test]

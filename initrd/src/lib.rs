@@ -32,7 +32,10 @@ pub use cpio::{parse_source_date_epoch, Archive, Entry, EntryKind, FileContent};
 pub use error::{
     ArchiveError, ClosureError, CompressError, ElfError, Error, ModuleError, PathError, RootError,
 };
-pub use initramfs::{InitramfsBuilder, MODULES_LOAD_ORDER};
+pub use initramfs::{
+    add_from_root, add_libraries, add_modules, load_order_file, InitramfsBuilder,
+    MODULES_LOAD_ORDER,
+};
 pub use ldso::{FoundVia, LibraryClosure, LibraryResolver, ResolvedLibrary};
 pub use modinfo::ModuleCompression;
 pub use modules::{DependencySource, KernelModule, ModuleClosure, ModuleIndex};
