@@ -144,6 +144,16 @@ impl DhcpServer {
         }
     }
 
+    /// Runs the server on a private single-threaded tokio runtime, blocking the calling thread
+    /// (for programs and tests that have no runtime of their own).
+    pub fn run_blocking(self) -> Result<(), DhcpError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| sock_err("runtime", e))?;
+        rt.block_on(self.run())
+    }
+
     /// Binds the sockets and serves forever (until the future is dropped, which is safe at any
     /// point: a reply is only sent after its lease record is durable). Returns at once, without
     /// binding anything, when `mode = "off"`.
