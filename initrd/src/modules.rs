@@ -9,7 +9,8 @@
 //!
 //! Names are matched like `modprobe` matches them: `-` and `_` are the same, and a name that
 //! is not a module may be an alias (`modules.alias`, or the modules' `alias=` fields) or a
-//! module built into the kernel (`modules.builtin`, which needs no file).
+//! module built into the kernel (`modules.builtin`, `modules.builtin.modinfo`), which needs
+//! no file.
 //!
 //! The order puts every dependency before its users (a depth-first post-order, following the
 //! wanted names and each module's dependencies in the order they are listed), without
@@ -221,6 +222,7 @@ pub struct ModuleIndex {
     /// demand.
     aliases: Option<Vec<AliasLine>>,
     builtin: BTreeSet<String>,
+    builtin_aliases: Vec<AliasLine>,
 }
 
 impl ModuleIndex {
@@ -257,8 +259,10 @@ impl ModuleIndex {
             Some(text) => parse_modules_alias(&text)?,
             None => Vec::new(),
         };
+        let (builtin, builtin_aliases) = read_builtin(&dir)?;
         Ok(ModuleIndex {
-            builtin: read_builtin(&dir)?,
+            builtin,
+            builtin_aliases,
             aliases: Some(aliases),
             dir,
             source: DependencySource::ModulesDep,
@@ -296,8 +300,10 @@ impl ModuleIndex {
             Some(text) => Some(parse_modules_alias(&text)?),
             None => None,
         };
+        let (builtin, builtin_aliases) = read_builtin(&dir)?;
         Ok(ModuleIndex {
-            builtin: read_builtin(&dir)?,
+            builtin,
+            builtin_aliases,
             dir,
             source: DependencySource::Modinfo,
             modules,
@@ -364,7 +370,8 @@ impl ModuleIndex {
                 })
             })
             .collect();
-        builtin.dedup();
+        let mut seen = BTreeSet::new();
+        builtin.retain(|name| seen.insert(name.clone()));
         Ok(ModuleClosure { modules, builtin })
     }
 }
@@ -413,6 +420,14 @@ impl ClosureWalk<'_> {
         }
         if let Some(module) = builtin.into_iter().find(|m| self.index.builtin.contains(m)) {
             return Ok(Resolution::Builtin(module));
+        }
+        if let Some(alias) = self
+            .index
+            .builtin_aliases
+            .iter()
+            .find(|alias| wildcard_match(&normalize_alias(&alias.pattern), &wanted_alias))
+        {
+            return Ok(Resolution::Builtin(alias.module.clone()));
         }
         Err(ModuleError::Unknown {
             name: name.to_string(),
@@ -546,11 +561,60 @@ fn read_text(path: &Path) -> Result<Option<String>, ModuleError> {
     }
 }
 
-fn read_builtin(dir: &Path) -> Result<BTreeSet<String>, ModuleError> {
-    Ok(match read_text(&dir.join("modules.builtin"))? {
+/// Built-in module names (`modules.builtin`, plus any named in `modules.builtin.modinfo`) and
+/// the aliases of built-in modules (`modules.builtin.modinfo`).
+fn read_builtin(dir: &Path) -> Result<(BTreeSet<String>, Vec<AliasLine>), ModuleError> {
+    let mut names: BTreeSet<String> = match read_text(&dir.join("modules.builtin"))? {
         Some(text) => parse_modules_builtin(&text)?.into_iter().collect(),
         None => BTreeSet::new(),
-    })
+    };
+    let modinfo_path = dir.join("modules.builtin.modinfo");
+    let aliases = match fs::read(&modinfo_path) {
+        Ok(bytes) => {
+            let (modinfo_names, aliases) = parse_builtin_modinfo(&bytes);
+            names.extend(modinfo_names);
+            aliases
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(ModuleError::Io {
+                path: modinfo_path,
+                source,
+            })
+        }
+    };
+    Ok((names, aliases))
+}
+
+/// Parses `modules.builtin.modinfo`: NUL-separated `module.key=value` strings, the `.modinfo`
+/// of every built-in module. Returns the module names and their aliases; malformed strings are
+/// skipped like `modinfo` skips them.
+pub fn parse_builtin_modinfo(bytes: &[u8]) -> (BTreeSet<String>, Vec<AliasLine>) {
+    let mut names = BTreeSet::new();
+    let mut aliases = Vec::new();
+    for field in bytes.split(|&byte| byte == 0) {
+        let Ok(field) = std::str::from_utf8(field) else {
+            continue;
+        };
+        let Some((qualified_key, value)) = field.split_once('=') else {
+            continue;
+        };
+        let Some((module, key)) = qualified_key.split_once('.') else {
+            continue;
+        };
+        if module.is_empty() {
+            continue;
+        }
+        let module = normalize_module_name(module);
+        if key == "alias" {
+            aliases.push(AliasLine {
+                pattern: value.to_string(),
+                module: module.clone(),
+            });
+        }
+        names.insert(module);
+    }
+    (names, aliases)
 }
 
 /// Collects module file paths (relative, `/`-separated) below `dir/relative`. Symlinks are not
@@ -704,6 +768,20 @@ kernel/arch/x86/events/amd/amd-uncore.ko:
         assert!(names(&closure).contains(&"overlay"));
         assert!(names(&closure).contains(&"virtio_net"));
         assert_eq!(closure.builtin, ["ext4", "binfmt_script"]);
+    }
+
+    #[test]
+    fn builtin_modinfo_gives_builtin_aliases() {
+        let dir = synthetic_dir(DEP, "", "");
+        fs::write(
+            dir.path().join("modules.builtin.modinfo"),
+            b"ipv6.file=net/ipv6/ipv6\0ipv6.alias=net-pf-10\0garbage\0.x=y\0unix.alias=net-pf-1\0",
+        )
+        .unwrap();
+        let index = ModuleIndex::load(dir.path()).unwrap();
+        let closure = index.closure(&["net-pf-10", "ipv6", "unix"]).unwrap();
+        assert!(closure.modules.is_empty());
+        assert_eq!(closure.builtin, ["ipv6", "unix"]);
     }
 
     #[test]
