@@ -4,6 +4,8 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use netboot::dhcp::{DhcpConfig, DhcpMode, Ipv4Cidr, PoolRange, SubnetConfig};
+use netboot::tftp::TftpConfig;
 use serde::Deserialize;
 
 /// Where `clustermaker` looks for its configuration when `--config` is not given.
@@ -17,6 +19,11 @@ pub struct Config {
     pub network: NetworkConfig,
     pub http: HttpConfig,
     pub boot: BootConfig,
+    /// The DHCP server (`netboot::dhcp`); interface, server address, boot URLs and a default
+    /// subnet come from `[network]`, `[http]` and `[boot]` unless set here.
+    pub dhcp: DhcpConfig,
+    /// The TFTP server (`netboot::tftp`); `root` holds extra files served after the iPXE binaries.
+    pub tftp: TftpConfig,
 }
 
 impl Default for Config {
@@ -26,6 +33,8 @@ impl Default for Config {
             network: NetworkConfig::default(),
             http: HttpConfig::default(),
             boot: BootConfig::default(),
+            dhcp: DhcpConfig::default(),
+            tftp: TftpConfig::default(),
         }
     }
 }
@@ -37,6 +46,8 @@ pub struct NetworkConfig {
     pub interface: String,
     /// The master's IPv4 address on that interface: DHCP server id, next-server, boot URLs.
     pub address: Ipv4Addr,
+    /// Prefix length of the boot network (for the default DHCP subnet).
+    pub prefix_len: u8,
 }
 
 impl Default for NetworkConfig {
@@ -44,6 +55,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             interface: "eth0".into(),
             address: Ipv4Addr::new(10, 0, 0, 1),
+            prefix_len: 24,
         }
     }
 }
@@ -188,6 +200,9 @@ impl Config {
         if self.state_dir.is_relative() {
             self.state_dir = config_dir.join(&self.state_dir);
         }
+        if self.tftp.root.is_relative() {
+            self.tftp.root = self.state_dir.join(&self.tftp.root);
+        }
         if self.boot.images_dir.is_relative() {
             self.boot.images_dir = self.state_dir.join(&self.boot.images_dir);
         }
@@ -231,7 +246,69 @@ impl Config {
         if self.boot.cmdline.contains(['\n', '\r']) {
             return bad("boot.cmdline", "must be one line".into());
         }
+        if !(8..=30).contains(&self.network.prefix_len) {
+            return bad(
+                "network.prefix_len",
+                format!(
+                    "{} is not a usable prefix length (8 to 30)",
+                    self.network.prefix_len
+                ),
+            );
+        }
+        self.dhcp_effective()
+            .validate()
+            .map_err(|e| (e.key.clone(), e.message.clone()))?;
+        self.tftp
+            .validate()
+            .map_err(|e| (format!("tftp.{}", e.key), e.problem.clone()))?;
         Ok(())
+    }
+
+    /// The `[dhcp]` table completed from the rest of the file: interface and server address
+    /// from `[network]`; the script URL base from `[http]` when kernels go over HTTP (otherwise
+    /// everything after the first stage goes over TFTP too); and, when no subnet is configured,
+    /// the boot network itself with the addresses .100 to .250 of a /24 (or the matching share
+    /// of another prefix) as the pool.
+    pub fn dhcp_effective(&self) -> DhcpConfig {
+        let mut d = self.dhcp.clone();
+        d.interface
+            .get_or_insert_with(|| self.network.interface.clone());
+        d.server_ip.get_or_insert(self.network.address);
+        if d.boot.http_base.is_none() && self.boot.transfer == Transfer::Http {
+            d.boot.http_base = Some(self.http_base());
+        }
+        if d.subnets.is_empty() && d.mode == DhcpMode::Server {
+            d.subnets.push(self.default_subnet());
+        }
+        d
+    }
+
+    fn default_subnet(&self) -> SubnetConfig {
+        let prefix = self.network.prefix_len.min(30);
+        let mask = u32::MAX << (32 - u32::from(prefix));
+        let network = u32::from(self.network.address) & mask;
+        let hosts = !mask; // broadcast offset
+        let (start, end) = if hosts >= 255 {
+            (100, 250)
+        } else {
+            (hosts / 2, hosts - 1)
+        };
+        SubnetConfig {
+            cidr: Ipv4Cidr {
+                network: Ipv4Addr::from(network),
+                prefix,
+            },
+            pools: vec![PoolRange {
+                start: Ipv4Addr::from(network + start),
+                end: Ipv4Addr::from(network + end),
+            }],
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            ntp: Vec::new(),
+            mtu: None,
+            lease_secs: None,
+        }
     }
 
     pub fn http_base(&self) -> String {
@@ -252,6 +329,11 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("", "x.toml").unwrap();
+        let d = c.dhcp_effective();
+        assert_eq!(d.server_ip, Some(c.network.address));
+        assert_eq!(d.subnets[0].cidr.to_string(), "10.0.0.0/24");
+        assert_eq!(d.subnets[0].pools[0].start.to_string(), "10.0.0.100");
+        assert_eq!(d.boot.http_base.as_deref(), Some("http://10.0.0.1:8080"));
         assert_eq!(c.http.port, 8080);
         assert_eq!(c.boot.transfer, Transfer::Http);
         assert!(c.boot.ipv6_ra);

@@ -8,6 +8,7 @@ mod http;
 mod registry;
 mod serve;
 mod statefile;
+mod tftp_files;
 mod tracker;
 
 use std::path::PathBuf;

@@ -38,6 +38,26 @@ async fn serve(config: Config) -> Result<()> {
     let router = crate::http::router(files.clone());
     tasks.spawn(async move { crate::http::serve(http_addr, router).await });
 
+    let dhcp = netboot::dhcp::DhcpServer::new(
+        config.dhcp_effective(),
+        &config.state_dir.join("dhcp"),
+        tracker.clone(),
+        tracker.clone(),
+    )
+    .context("DHCP server")?;
+    tasks.spawn(async move { dhcp.run().await.context("DHCP server") });
+
+    let tftp_files = Arc::new(crate::tftp_files::TftpBootFiles::new(files.clone()));
+    let tftp_addr = SocketAddr::from((config.network.address, 69));
+    let tftp = netboot::tftp::TftpServer::bind(
+        tftp_addr,
+        config.tftp.clone(),
+        tftp_files.clone(),
+        tftp_files,
+    )
+    .with_context(|| format!("TFTP server on {tftp_addr}"))?;
+    tasks.spawn(async move { tftp.run().await.context("TFTP server") });
+
     if config.boot.ipv6_ra {
         let interface = config.network.interface.clone();
         tasks.spawn(async move { netboot::ra::serve(interface).await });
