@@ -155,16 +155,18 @@ impl Config {
             }
             Err(source) => return Err(ConfigError::Read { file, source }),
         };
-        let mut config = Config::parse(&text, &file)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
-        Ok(config)
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Config::parse(&text, &file, &base)
     }
 
-    /// Parses and validates a configuration text; `file` names it in errors.
-    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    /// Parses and validates a configuration text; `file` names it in errors, relative paths are
+    /// relative to `base`.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
         let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
             let line = inner
@@ -185,6 +187,7 @@ impl Config {
                 }
             }
         })?;
+        config.resolve_paths(base);
         config
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid {
@@ -323,12 +326,12 @@ mod tests {
     #[test]
     fn example_file_parses() {
         let text = include_str!("../../clustermaker.example.toml");
-        Config::parse(text, "clustermaker.example.toml").unwrap();
+        Config::parse(text, "clustermaker.example.toml", Path::new("/etc/cm")).unwrap();
     }
 
     #[test]
     fn empty_file_gives_defaults() {
-        let c = Config::parse("", "x.toml").unwrap();
+        let c = Config::parse("", "x.toml", Path::new("/etc/cm")).unwrap();
         let d = c.dhcp_effective();
         assert_eq!(d.server_ip, Some(c.network.address));
         assert_eq!(d.subnets[0].cidr.to_string(), "10.0.0.0/24");
@@ -341,31 +344,51 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_reason() {
-        let e = Config::parse("[network]\naddres = \"10.0.0.1\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "[network]\naddres = \"10.0.0.1\"\n",
+            "a.toml",
+            Path::new("/etc/cm"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("a.toml: ") && e.contains("unknown field `addres`"),
             "{e}"
         );
-        let e = Config::parse("[network]\naddress = \"10.0.0.300\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "[network]\naddress = \"10.0.0.300\"\n",
+            "a.toml",
+            Path::new("/etc/cm"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("a.toml") && e.contains("address"), "{e}");
-        let e = Config::parse("[network]\naddress = \"0.0.0.0\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "[network]\naddress = \"0.0.0.0\"\n",
+            "a.toml",
+            Path::new("/etc/cm"),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "a.toml: key `network.address`: 0.0.0.0 cannot be the master's address"
         );
-        let e = Config::parse("[boot]\ndefault_image = \"../x\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "[boot]\ndefault_image = \"../x\"\n",
+            "a.toml",
+            Path::new("/etc/cm"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("boot.default_image"), "{e}");
-        let e = Config::parse("[boot]\ntransfer = \"ftp\"\n", "a.toml")
-            .unwrap_err()
-            .to_string();
+        let e = Config::parse(
+            "[boot]\ntransfer = \"ftp\"\n",
+            "a.toml",
+            Path::new("/etc/cm"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("ftp"), "{e}");
     }
 }
