@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
 
+pub mod qemu;
+
 /// True when the test may run: root is available. Panics under `CI=true` when it is not.
 pub fn require_root(test: &str) -> bool {
     let root = unsafe { libc::geteuid() } == 0;

@@ -58,9 +58,16 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     }
     eprintln!("==> installing Debian packages: {}", missing.join(" "));
     if unsafe { libc::geteuid() } != 0 {
-        bail!("packages missing: {}; run as root or `apt-get install -y {}`", missing.join(" "), missing.join(" "));
+        bail!(
+            "packages missing: {}; run as root or `apt-get install -y {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
-    step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+    step(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
     let mut install = Command::new("apt-get");
     install
         .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -81,7 +88,9 @@ fn installed(package: &str) -> bool {
 fn step(name: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("==> {name}");
     let start = Instant::now();
-    let status = cmd.status().with_context(|| format!("cannot start `{name}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{name}`"))?;
     eprintln!("    {name}: {:.1}s", start.elapsed().as_secs_f64());
     if !status.success() {
         bail!("`{name}` failed ({status})");
@@ -94,23 +103,42 @@ fn cargo() -> Command {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 pub fn run(args: CiArgs) -> Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     ensure_packages(TEST_PACKAGES)?;
-    step("cargo fmt --check", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
     step(
         "cargo clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
-    step("cargo build --release", cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    step(
+        "cargo build --release",
+        cargo().args(["build", "--release", "--workspace", "--bins"]),
+    )?;
     if !args.no_fuzz {
         fuzz_smoke(args.fuzz_seconds)?;
     }
@@ -137,9 +165,16 @@ pub fn run(args: CiArgs) -> Result<()> {
 }
 
 fn fuzz_smoke(seconds: u32) -> Result<()> {
-    let have = Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let have = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !have {
-        step("cargo install cargo-fuzz", cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+        step(
+            "cargo install cargo-fuzz",
+            cargo().args(["install", "cargo-fuzz", "--locked"]),
+        )?;
     }
     for target in FUZZ_TARGETS {
         // cargo-fuzz needs nightly flags (sanitizers); RUSTC_BOOTSTRAP lets this stable toolchain
@@ -150,7 +185,14 @@ fn fuzz_smoke(seconds: u32) -> Result<()> {
                 .current_dir(workspace_root().join("fuzz"))
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_DIR", target_dir().join("fuzz"))
-                .args(["fuzz", "run", target, "--", &format!("-max_total_time={seconds}"), "-rss_limit_mb=2048"]),
+                .args([
+                    "fuzz",
+                    "run",
+                    target,
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    "-rss_limit_mb=2048",
+                ]),
         )?;
     }
     Ok(())

@@ -1,1 +1,84 @@
-fn main() {}
+//! `cargo xtask`: project automation that needs more than a shell line.
+//!
+//! - `build-image`: the node kernel, initramfs and manifest ([`build_image`])
+//! - `ci`: the whole test suite, as CI runs it ([`ci`])
+
+mod agent;
+mod build_image;
+mod busybox;
+mod ci;
+mod cmd;
+mod debian;
+mod initramfs;
+mod kernel;
+mod manifest;
+mod ui;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::ui::{Mode, Ui};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "clustermaker project automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the node kernel + initramfs + manifest.json into one directory (reproducibly)
+    BuildImage(build_image::BuildImageArgs),
+    /// Run the whole test suite as CI does (installs the Debian packages it needs)
+    Ci(ci::CiArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::BuildImage(args) => build(&args),
+        Cmd::Ci(args) => ci::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` joins the error chain on one line: cause first, then the fix.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(args: &build_image::BuildImageArgs) -> anyhow::Result<()> {
+    let mode = if args.json { Mode::Quiet } else { Mode::Human };
+    let mut ui = Ui::new(mode, build_image::STEPS);
+    let report = build_image::run(args, &workspace_root(), &mut ui)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        ui.info(format!(
+            "initramfs {} ({:.1} MiB, {:.1} MiB uncompressed), kernel {}, built in {:.1}s",
+            report.initramfs.display(),
+            report.initramfs_size as f64 / (1024.0 * 1024.0),
+            report.initramfs_uncompressed_size as f64 / (1024.0 * 1024.0),
+            report.kernel_version,
+            report.build_secs
+        ));
+    }
+    Ok(())
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
