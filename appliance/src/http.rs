@@ -113,7 +113,11 @@ async fn serve_from(
                 ip: client_ip(peer),
             };
             let tracker = files.tracker.clone();
-            let body = NotifyOnEnd::new(body, move || tracker.stage(client, stage));
+            let length = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let body = NotifyOnEnd::new(body, length, move || tracker.stage(client, stage));
             return Response::from_parts(parts, Body::new(body));
         }
     }
@@ -162,13 +166,18 @@ async fn discovered(State(files): Files) -> impl IntoResponse {
 struct NotifyOnEnd {
     inner: Body,
     on_end: Option<Box<dyn FnOnce() + Send>>,
+    /// Bytes still to send when the length is known: hyper stops polling a body once
+    /// Content-Length bytes went out, without waiting for its end-of-stream.
+    remaining: Option<u64>,
 }
 
 impl NotifyOnEnd {
-    fn new(inner: Body, on_end: impl FnOnce() + Send + 'static) -> Self {
+    fn new(inner: Body, length: Option<u64>, on_end: impl FnOnce() + Send + 'static) -> Self {
+        let remaining = length.or(inner.size_hint().exact());
         NotifyOnEnd {
             inner,
             on_end: Some(Box::new(on_end)),
+            remaining,
         }
     }
 }
@@ -178,12 +187,24 @@ impl HttpBody for NotifyOnEnd {
     type Error = axum::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            if let Some(f) = self.on_end.take() {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(r) = this.remaining.as_mut() {
+                    *r = r.saturating_sub(len);
+                }
+                this.remaining == Some(0) || this.inner.is_end_stream()
+            }
+            _ => false,
+        };
+        if ended {
+            if let Some(f) = this.on_end.take() {
                 f();
             }
         }
