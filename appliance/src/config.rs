@@ -113,7 +113,7 @@ impl Default for BootConfig {
             images_dir: PathBuf::from("images"),
             default_image: "default".into(),
             transfer: Transfer::Http,
-            cmdline: "console=ttyS0 console=tty0 quiet".into(),
+            cmdline: "console=tty0 console=ttyS0,115200 quiet".into(),
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             script_template: None,
             ipv6_ra: true,

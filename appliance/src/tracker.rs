@@ -55,6 +55,20 @@ impl NodeStatus {
 
 pub type StatusMap = BTreeMap<MacAddr, NodeStatus>;
 
+/// Whether `stage` begins a new boot of a node whose current boot reached `last`. Stages keep
+/// the time they were first reached in a boot, so renewals do not move "bound".
+///
+/// An OFFER normally starts a boot, except once the kernel is on its way: then it is the node's
+/// own system asking for its address (the initramfs runs DHCP again). A boot loader or script
+/// fetched again after a later stage means the node went back to its firmware.
+fn starts_new_boot(last: Option<BootStage>, stage: BootStage) -> bool {
+    match stage {
+        BootStage::Offered => !matches!(last, Some(BootStage::KernelSent | BootStage::InitrdSent)),
+        BootStage::BootFileSent | BootStage::ScriptSent => last.is_some_and(|l| l > stage),
+        _ => false,
+    }
+}
+
 pub fn status_path(state_dir: &Path) -> PathBuf {
     state_dir.join("status.json")
 }
@@ -264,9 +278,7 @@ impl BootObserver for Tracker {
         {
             let mut status = self.status.lock().unwrap();
             let s = status.entry(mac).or_default();
-            // An OFFER starts a new boot; anything else keeps the first time a stage was reached
-            // in this boot (renewals do not move "bound").
-            if stage == BootStage::Offered {
+            if starts_new_boot(s.last_stage(), stage) {
                 s.stages.clear();
                 s.online = None;
             }
@@ -354,6 +366,43 @@ mod tests {
             BootStage::Offered,
         );
         assert_eq!(t.status()[&mac].last_stage(), Some(BootStage::Offered));
+    }
+
+    #[test]
+    fn the_initramfs_dhcp_does_not_start_a_new_boot_but_a_firmware_restart_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::open(dir.path()).unwrap();
+        let mac: MacAddr = "52:54:00:00:00:0b".parse().unwrap();
+        let c = ClientRef {
+            mac: Some(mac),
+            ip: Some("10.0.0.51".parse().unwrap()),
+        };
+        for st in [
+            BootStage::Offered,
+            BootStage::Bound,
+            BootStage::ScriptSent,
+            BootStage::KernelSent,
+            BootStage::InitrdSent,
+        ] {
+            t.stage(c, st);
+        }
+        t.stage(c, BootStage::Offered); // udhcpc in the initramfs
+        t.stage(c, BootStage::Bound);
+        t.stage(c, BootStage::Online);
+        assert_eq!(t.status()[&mac].stages.len(), 6);
+        t.stage(c, BootStage::Offered); // rebooted into PXE
+        assert_eq!(t.status()[&mac].stages.len(), 1);
+        for st in [
+            BootStage::Bound,
+            BootStage::ScriptSent,
+            BootStage::KernelSent,
+        ] {
+            t.stage(c, st);
+        }
+        t.stage(c, BootStage::Offered); // crashed and PXE-booted again: seen as the OS...
+        t.stage(c, BootStage::ScriptSent); // ...until the script is fetched again
+        assert_eq!(t.status()[&mac].last_stage(), Some(BootStage::ScriptSent));
+        assert_eq!(t.status()[&mac].stages.len(), 1);
     }
 
     #[test]
