@@ -358,13 +358,12 @@ mod tests {
         assert_eq!(s.last_stage(), Some(BootStage::KernelSent));
         t.persist().unwrap();
         assert_eq!(load_status(dir.path()).unwrap()[&mac], s);
-        t.stage(
-            ClientRef {
-                mac: Some(mac),
-                ip: Some(ip),
-            },
-            BootStage::Offered,
-        );
+        let c = ClientRef {
+            mac: Some(mac),
+            ip: Some(ip),
+        };
+        t.stage(c, BootStage::Online);
+        t.stage(c, BootStage::Offered);
         assert_eq!(t.status()[&mac].last_stage(), Some(BootStage::Offered));
     }
 
