@@ -285,14 +285,21 @@ impl BootObserver for Tracker {
             if client.ip.is_some() {
                 s.ip = client.ip;
             }
+            let first = !s.stages.contains_key(&stage);
             s.stages.entry(stage).or_insert(now);
-            since_start = s.elapsed_ms(stage);
+            since_start = first.then(|| s.elapsed_ms(stage)).flatten();
         }
         self.dirty.store(true, Ordering::Relaxed);
-        tracing::info!(
-            node = %self.name_of(&mac), %mac, ip = ?client.ip, stage = %stage,
-            since_boot_ms = since_start.unwrap_or(0), "boot stage"
-        );
+        match since_start {
+            Some(ms) => tracing::info!(
+                node = %self.name_of(&mac), %mac, ip = ?client.ip, stage = %stage,
+                since_boot_ms = ms, "boot stage"
+            ),
+            // A renewal, or the node's own system asking for its address again.
+            None => {
+                tracing::debug!(node = %self.name_of(&mac), %mac, stage = %stage, "stage seen again")
+            }
+        }
     }
 
     fn discovered(&self, client: DiscoveredClient) {
