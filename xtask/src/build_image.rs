@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 
@@ -72,7 +72,6 @@ pub struct BuildImageArgs {
 
 impl BuildImageArgs {
     /// Arguments for a build with every default, writing to `out`.
-    #[cfg_attr(not(test), allow(dead_code))] // TODO: the demo uses it
     pub fn with_out(out: PathBuf) -> BuildImageArgs {
         BuildImageArgs {
             out: Some(out),
@@ -304,6 +303,20 @@ fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
         return Ok(());
     }
     write_atomic(to, &new)
+}
+
+/// Checks that `out` holds what build-image writes (used by the demo with --skip-build).
+pub fn check_output(out: &Path) -> Result<()> {
+    for f in ["vmlinuz", "initramfs.img", "manifest.json"] {
+        if !out.join(f).is_file() {
+            bail!(
+                "{} has no {f} (fix: run cargo xtask build-image --out {})",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Nothing is installed on the host: busybox-static in particular would replace the dynamic
 //! busybox package that other tools on the machine rely on.
 
+use std::cell::Cell;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,8 @@ use crate::cmd::{APT_CACHE, APT_GET, DPKG_DEB};
 /// The download cache: `debs/` holds .deb files, `unpacked/` their extracted trees.
 pub struct Cache {
     pub root: PathBuf,
+    /// Whether this run already ran `apt-get update` (at most once).
+    updated: Cell<bool>,
 }
 
 /// A downloaded package and where its files were unpacked.
@@ -34,14 +37,19 @@ impl Cache {
             fs::create_dir_all(&d)
                 .with_context(|| format!("cannot create cache directory {}", d.display()))?;
         }
-        Ok(Cache { root })
+        Ok(Cache {
+            root,
+            updated: Cell::new(false),
+        })
     }
 
     /// The versioned kernel package a metapackage such as `linux-image-cloud-amd64` depends on
     /// (its candidate version), e.g. `linux-image-6.1.0-56-cloud-amd64`.
-    pub fn kernel_package(&self, meta: &str) -> Result<String> {
-        let out = APT_CACHE.run(APT_CACHE.command().args(["depends", meta]), APT_FIX)?;
-        let text = String::from_utf8_lossy(&out.stdout);
+    pub fn kernel_package(&self, meta: &str, step: &crate::ui::Step) -> Result<String> {
+        let text = self.with_fresh_lists(step, || {
+            let out = APT_CACHE.run(APT_CACHE.command().args(["depends", meta]), APT_FIX)?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        })?;
         parse_kernel_dependency(&text).ok_or_else(|| {
             anyhow!("`apt-cache depends {meta}` names no linux-image-<version> dependency (fix: {APT_FIX})")
         })
@@ -51,31 +59,9 @@ impl Cache {
     /// unless already unpacked. Works offline when the cache already has the package.
     pub fn fetch(&self, package: &str, step: &crate::ui::Step) -> Result<Unpacked> {
         let debs = self.root.join("debs");
-        let (deb, downloaded) = match candidate_version(package) {
-            Ok(version) => {
-                let deb = debs.join(deb_file_name(package, &version));
-                if deb.is_file() {
-                    (deb, false)
-                } else {
-                    step.progress(format!("apt-get download {package}"));
-                    APT_GET.run(
-                        APT_GET
-                            .command()
-                            .arg("download")
-                            .arg(package)
-                            .current_dir(&debs),
-                        APT_FIX,
-                    )?;
-                    if !deb.is_file() {
-                        bail!(
-                            "apt-get download {package} did not produce {} (fix: {APT_FIX})",
-                            deb.display()
-                        );
-                    }
-                    (deb, true)
-                }
-            }
-            // No package lists (offline, or before `apt-get update`): a cached .deb will do.
+        let (deb, downloaded) = match self.with_fresh_lists(step, || self.download(package, step)) {
+            Ok(found) => found,
+            // Offline: a .deb cached by an earlier run will do.
             Err(e) => match newest_cached(&debs, package)? {
                 Some(deb) => (deb, false),
                 None => return Err(e),
@@ -89,6 +75,54 @@ impl Cache {
             cached: !downloaded && root.1,
             root: root.0,
         })
+    }
+
+    /// The cached .deb of the candidate version of `package`, downloaded if missing; true when
+    /// it was downloaded.
+    fn download(&self, package: &str, step: &crate::ui::Step) -> Result<(PathBuf, bool)> {
+        let debs = self.root.join("debs");
+        let version = candidate_version(package)?;
+        let deb = debs.join(deb_file_name(package, &version));
+        if deb.is_file() {
+            return Ok((deb, false));
+        }
+        step.progress(format!("apt-get download {package}"));
+        APT_GET.run(
+            APT_GET
+                .command()
+                .arg("download")
+                .arg(package)
+                .current_dir(&debs),
+            APT_FIX,
+        )?;
+        if !deb.is_file() {
+            bail!(
+                "apt-get download {package} did not produce {} (fix: {APT_FIX})",
+                deb.display()
+            );
+        }
+        Ok((deb, true))
+    }
+
+    /// Runs `f`; if it fails and we are root, refreshes the package lists once (`apt-get
+    /// update`) and runs it again. Missing lists (a fresh machine) and stale ones (the mirror
+    /// moved to a newer kernel, so the old .deb is gone) both fail the first try.
+    fn with_fresh_lists<T>(&self, step: &crate::ui::Step, f: impl Fn() -> Result<T>) -> Result<T> {
+        match f() {
+            Ok(v) => Ok(v),
+            Err(e) if !self.updated.get() && unsafe { libc::geteuid() } == 0 => {
+                self.updated.set(true);
+                step.progress("apt-get update");
+                if APT_GET
+                    .run(APT_GET.command().args(["update", "-qq"]), APT_FIX)
+                    .is_err()
+                {
+                    return Err(e);
+                }
+                f()
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `dpkg-deb -x` into `unpacked/<deb name>/`, through a temporary directory renamed at the

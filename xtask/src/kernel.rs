@@ -69,7 +69,7 @@ pub fn local(vmlinuz: &Path, modules: Option<&Path>) -> Result<Kernel> {
 /// `.modinfo` (`depends=`) instead, which takes milliseconds, so no `depmod` is run.
 pub fn debian(cache: &Cache, meta: &str, step: &Step) -> Result<Kernel> {
     step.progress(format!("apt-cache depends {meta}"));
-    let package = cache.kernel_package(meta)?;
+    let package = cache.kernel_package(meta, step)?;
     let unpacked = cache.fetch(&package, step)?;
     let (vmlinuz, version) = debian::find_kernel(&unpacked.root)?;
     let modules_dir = unpacked.root.join("lib/modules").join(&version);

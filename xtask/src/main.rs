@@ -1,6 +1,7 @@
 //! `cargo xtask`: project automation that needs more than a shell line.
 //!
 //! - `build-image`: the node kernel, initramfs and manifest ([`build_image`])
+//! - `demo`: a master in a private network namespace boots one QEMU node ([`demo`])
 //! - `ci`: the whole test suite, as CI runs it ([`ci`])
 
 mod agent;
@@ -9,6 +10,7 @@ mod busybox;
 mod ci;
 mod cmd;
 mod debian;
+mod demo;
 mod initramfs;
 mod kernel;
 mod manifest;
@@ -36,6 +38,8 @@ struct Cli {
 enum Cmd {
     /// Build the node kernel + initramfs + manifest.json into one directory (reproducibly)
     BuildImage(build_image::BuildImageArgs),
+    /// Boot one QEMU node from a master in a private network namespace, showing its boot stages
+    Demo(demo::DemoArgs),
     /// Run the whole test suite as CI does (installs the Debian packages it needs)
     Ci(ci::CiArgs),
 }
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::BuildImage(args) => build(&args),
+        Cmd::Demo(args) => demo::run(&args, &workspace_root()),
         Cmd::Ci(args) => ci::run(args),
     };
     match result {

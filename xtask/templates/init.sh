@@ -30,15 +30,19 @@ log "starting kernel=$KVER uptime=$(cut -d' ' -f1 /proc/uptime)s"
 # --- kernel command line -------------------------------------------------------------------
 CM_MASTER=
 CM_MAC=
+CM_NODE=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
         cm.master=*) CM_MASTER=${arg#cm.master=} ;;
         cm.mac=*) CM_MAC=${arg#cm.mac=} ;;
+        cm.node=*) CM_NODE=${arg#cm.node=} ;;
         # pxelinux style: BOOTIF=01-aa-bb-cc-dd-ee-ff (01 = Ethernet hardware type).
         BOOTIF=*) [ -z "$CM_MAC" ] && CM_MAC=$(echo "${arg#BOOTIF=}" | cut -c4- | tr '-' ':') ;;
     esac
 done
 CM_MAC=$(echo "$CM_MAC" | tr 'A-F' 'a-f')
+# The node's name as the master knows it (empty for a node not yet added).
+[ -n "$CM_NODE" ] && hostname "$CM_NODE"
 
 # --- modules -------------------------------------------------------------------------------
 log "loading modules"
