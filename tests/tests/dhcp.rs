@@ -505,6 +505,18 @@ fn dhclient_gets_a_pool_lease_and_releases() {
     assert!(!events(&p.work)
         .iter()
         .any(|e| e.get("discovered").is_some()));
+    // INIT-REBOOT: stop dhclient without releasing (-x), drop the address, start it again:
+    // it asks for its remembered address (REQUEST with option 50, no server id) and gets it.
+    let a = args(&["-x"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    p.cli.run("dhclient", &a).unwrap();
+    p.cli.ip(&["addr", "flush", "dev", &p.cli_if]).unwrap();
+    let a = args(&["-v", "-1"]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    p.cli.run("dhclient", &a).unwrap();
+    let s = std::fs::read_to_string(&out).unwrap();
+    let reboot = s.lines().find(|l| l.starts_with("REBOOT")).expect("REBOOT");
+    assert!(reboot.contains(&format!("ip={ip} ")), "{reboot}");
     // Release.
     let a = args(&["-v", "-r"]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();

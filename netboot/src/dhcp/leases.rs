@@ -215,6 +215,11 @@ impl LeaseTable {
         Some((Ipv4Addr::from(ip), self.by_ip.get(&ip)?))
     }
 
+    /// Number of pending expiry timers (tests: the heap stays bounded).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Number of entries (all states).
     pub fn len(&self) -> usize {
         self.by_ip.len()
@@ -305,9 +310,13 @@ impl LeaseTable {
                 self.queue_free(old);
             }
         }
-        let (queued, old_key) = match self.by_ip.get(&ipn) {
-            Some(l) => (l.queued, l.key.clone()),
-            None => (false, None),
+        let (queued, old_key, same_timer) = match self.by_ip.get(&ipn) {
+            Some(l) => (
+                l.queued,
+                l.key.clone(),
+                l.until == until && l.state == state && l.key.as_ref() == Some(key),
+            ),
+            None => (false, None, false),
         };
         if let Some(k) = old_key {
             if &k != key && self.by_key.get(&k) == Some(&ipn) {
@@ -332,7 +341,9 @@ impl LeaseTable {
             },
         );
         self.by_key.insert(key.clone(), ipn);
-        if matches!(state, LeaseState::Offered | LeaseState::Bound) {
+        // A repeated DISCOVER within the same second needs no second timer: keeps the heap
+        // bounded under a flood from one client.
+        if matches!(state, LeaseState::Offered | LeaseState::Bound) && !same_timer {
             self.timers.push(Reverse((until, ipn)));
         }
         true
@@ -697,6 +708,15 @@ mod tests {
         t.expire(600);
         assert!(t.available_for(a, &key(2)));
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn repeated_offers_in_one_second_share_a_timer() {
+        let mut t = table();
+        for _ in 0..1000 {
+            t.offer(ip("10.0.0.10"), &key(1), MacAddr::default(), 30);
+        }
+        assert_eq!(t.timer_count(), 1);
     }
 
     #[test]

@@ -215,6 +215,7 @@ impl DhcpServer {
             for d in decisions.drain(..) {
                 if let Some(reply) = d.reply {
                     if reply.durable && !durable {
+                        // Not persisted: no ACK, and no "bound" event either.
                         continue;
                     }
                     let sock = match (&pxe, reply.to) {
