@@ -244,6 +244,31 @@ impl Handler {
         out
     }
 
+    /// The offered or bound lease of an address (O(1)): lets the TFTP and HTTP sides, which
+    /// only see a client's address, find its MAC.
+    pub fn lease_by_ip(
+        &self,
+        ip: Ipv4Addr,
+        now: Secs,
+        dir: &dyn NodeDirectory,
+    ) -> Option<LeaseInfo> {
+        let l = self.leases.get(ip)?;
+        if !matches!(l.state, LeaseState::Offered | LeaseState::Bound) || l.until <= now {
+            return None;
+        }
+        Some(LeaseInfo {
+            mac: l.mac,
+            ip,
+            state: l.state,
+            expires: l.until,
+            hostname: dir
+                .reservation(&l.mac)
+                .map(|r| r.name)
+                .filter(|n| !n.is_empty())
+                .or_else(|| l.hostname.as_deref().map(str::to_string)),
+        })
+    }
+
     fn subnet_containing(&self, ip: Ipv4Addr) -> Option<usize> {
         self.subnets.iter().position(|s| s.cidr.contains(ip))
     }

@@ -80,6 +80,13 @@ impl DhcpStatus {
     pub fn leases(&self) -> Vec<LeaseInfo> {
         self.shared.lock().leases(unix_now(), &*self.directory)
     }
+
+    /// The current lease of an address, if any (maps a TFTP/HTTP client address to its MAC).
+    pub fn lease_by_ip(&self, ip: Ipv4Addr) -> Option<LeaseInfo> {
+        self.shared
+            .lock()
+            .lease_by_ip(ip, unix_now(), &*self.directory)
+    }
 }
 
 /// The DHCP server: configuration, lease state, node directory and observer.

@@ -287,6 +287,8 @@ fn offers_are_held_and_request_binds() {
     assert!(leases
         .iter()
         .any(|l| l.ip == a && l.mac == mac(1) && l.expires == T0 + 600));
+    assert_eq!(lab.h.lease_by_ip(a, lab.now, &lab.dir).unwrap().mac, mac(1));
+    assert!(lab.h.lease_by_ip(a, lab.now + 600, &lab.dir).is_none());
     // Client 2 requests client 1's address: NAK.
     let d = lab.send(pkt(3, 2).server_id(SERVER).requested(a));
     assert_eq!(d.outcome, Outcome::Nak);
