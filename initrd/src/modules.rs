@@ -244,27 +244,38 @@ impl ModuleIndex {
             path: dir.join("modules.dep"),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no modules.dep"),
         })?;
-        let lines = parse_modules_dep(&text)?;
+        // depmod writes modules.alias next to modules.dep; without it there are no aliases.
+        let alias_text = read_text(&dir.join("modules.alias"))?;
+        let mut index = ModuleIndex::from_modules_dep_text(&dir, &text, alias_text.as_deref())?;
+        (index.builtin, index.builtin_aliases) = read_builtin(&dir)?;
+        Ok(index)
+    }
+
+    /// Builds an index from the text of `modules.dep` and (optionally) `modules.alias`, without
+    /// touching the file system; `dir` is only used to form the modules' host paths.
+    pub fn from_modules_dep_text(
+        dir: impl AsRef<Path>,
+        modules_dep: &str,
+        modules_alias: Option<&str>,
+    ) -> Result<ModuleIndex, ModuleError> {
         let name_of = |path: &str| module_name_from_path(path).unwrap_or_default();
         let mut modules = BTreeMap::new();
-        for line in lines {
+        for line in parse_modules_dep(modules_dep)? {
             let dependencies = line.dependencies.iter().map(|dep| name_of(dep)).collect();
             modules.entry(name_of(&line.path)).or_insert(ModuleRecord {
                 path: line.path,
                 dependencies: Some(dependencies),
             });
         }
-        // depmod writes modules.alias next to modules.dep; without it there are no aliases.
-        let aliases = match read_text(&dir.join("modules.alias"))? {
-            Some(text) => parse_modules_alias(&text)?,
+        let aliases = match modules_alias {
+            Some(text) => parse_modules_alias(text)?,
             None => Vec::new(),
         };
-        let (builtin, builtin_aliases) = read_builtin(&dir)?;
         Ok(ModuleIndex {
-            builtin,
-            builtin_aliases,
+            builtin: BTreeSet::new(),
+            builtin_aliases: Vec::new(),
             aliases: Some(aliases),
-            dir,
+            dir: dir.as_ref().to_path_buf(),
             source: DependencySource::ModulesDep,
             modules,
         })
