@@ -33,7 +33,10 @@ fn bios_node_boots_initramfs_and_reports_online() {
     );
 }
 
+/// Ignored by default to keep CI's VM boots few: UEFI boots are covered against `clustermaker
+/// serve` in pxe_boot.rs. Run with `cargo test -p cm-tests --test initramfs_boot -- --ignored`.
 #[test]
+#[ignore = "one more TCG boot; UEFI is covered against serve in pxe_boot.rs"]
 fn uefi_node_boots_initramfs_and_reports_online() {
     let test = "uefi_node_boots_initramfs_and_reports_online";
     if !Path::new(cm_tests::qemu::OVMF_CODE).exists() {

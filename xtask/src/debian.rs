@@ -47,7 +47,10 @@ impl Cache {
     /// (its candidate version), e.g. `linux-image-6.1.0-56-cloud-amd64`.
     pub fn kernel_package(&self, meta: &str, step: &crate::ui::Step) -> Result<String> {
         let text = self.with_fresh_lists(step, || {
-            let out = APT_CACHE.run(APT_CACHE.command().args(["depends", meta]), APT_FIX)?;
+            let out = APT_CACHE.run(
+                APT_CACHE.command().args(["depends", meta]),
+                "check --kernel-package (`apt-cache search linux-image-`), or run `apt-get update`",
+            )?;
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         })?;
         parse_kernel_dependency(&text).ok_or_else(|| {
