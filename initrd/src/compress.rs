@@ -245,6 +245,7 @@ mod tests {
         assert_eq!(&out[..3], &[0x1f, 0x8b, 8]);
         assert_eq!(out[3], 0, "no FNAME/FCOMMENT/FEXTRA flags");
         assert_eq!(&out[4..8], &[0, 0, 0, 0], "mtime 0");
+        assert_eq!(out[9], 255, "OS unknown, whatever the build host");
     }
 
     #[test]
