@@ -367,4 +367,34 @@ mod tests {
         assert!(line.contains("-accel tcg"));
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn direct_boot_passes_kernel_initrd_and_cmdline() {
+        let opts = NodeOptions::new(
+            "52:54:00:00:00:02",
+            Boot::Direct {
+                kernel: "/k/vmlinuz".into(),
+                initrd: "/k/initramfs.img".into(),
+                append: "console=ttyS0 cm.master=http://10.99.0.1:8080".into(),
+            },
+        );
+        let args = qemu_args(&opts, "tap1", Path::new("/tmp/c.log"), Path::new("/tmp")).unwrap();
+        let at = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .map(|i| args[i + 1].as_str())
+        };
+        assert_eq!(at("-kernel"), Some("/k/vmlinuz"));
+        assert_eq!(at("-initrd"), Some("/k/initramfs.img"));
+        assert_eq!(
+            at("-append"),
+            Some("console=ttyS0 cm.master=http://10.99.0.1:8080")
+        );
+        assert_eq!(at("-serial"), Some("file:/tmp/c.log"));
+        assert_eq!(
+            at("-netdev"),
+            Some("tap,id=n0,ifname=tap1,script=no,downscript=no")
+        );
+        assert!(!args.contains(&"-boot".to_string()));
+    }
 }
