@@ -107,12 +107,12 @@ impl BootLab {
             "forward_delay",
             "0",
         ])?;
+        // Through /proc rather than sysctl(8): procps is not on every minimal Debian.
         ns.run(
-            "sysctl",
+            "sh",
             &[
-                "-q",
-                "-w",
-                &format!("net.ipv6.conf.{bridge}.disable_ipv6=0"),
+                "-c",
+                &format!("echo 0 > /proc/sys/net/ipv6/conf/{bridge}/disable_ipv6"),
             ],
         )?;
         ns.ip(&["addr", "add", cidr4, "dev", &bridge])?;
