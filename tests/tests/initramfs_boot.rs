@@ -76,9 +76,9 @@ fn boot_and_report(test: &str, boot: Boot, mac: &str) {
     let port = listener.local_addr().unwrap().port();
     let posts = record_posts(listener);
 
-    let tftp = tempdir(&format!("cmtftp-{}", mac.replace(':', "")));
-    stage_tftp_root(&tftp, &files, &lab.addr.to_string(), port).expect("TFTP root");
-    let _dnsmasq = start_dnsmasq(&lab, &tftp).expect("dnsmasq");
+    let tftp = TempDir::new(&format!("cmtftp-{}", mac.replace(':', "")));
+    stage_tftp_root(&tftp.0, &files, &lab.addr.to_string(), port).expect("TFTP root");
+    let _dnsmasq = start_dnsmasq(&lab, &tftp.0).expect("dnsmasq");
 
     let mut node = lab
         .boot(&NodeOptions::new(mac, boot.clone()))
@@ -166,10 +166,22 @@ fn manifest_kernel(dir: &Path) -> Result<String> {
         .to_string())
 }
 
-fn tempdir(prefix: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(cm_tests::unique_name(prefix));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory removed when dropped (declared before the VM and dnsmasq, so it goes
+/// after them).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let d = std::env::temp_dir().join(cm_tests::unique_name(prefix));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The TFTP root: kernel, initramfs, and the iPXE script that boots them. `initrd=` on the
