@@ -55,7 +55,8 @@ impl FromStr for MacAddr {
         }
         let mut out = [0u8; 6];
         for (slot, part) in out.iter_mut().zip(parts) {
-            if part.len() != 2 {
+            // from_str_radix alone would take "+f".
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
