@@ -35,12 +35,18 @@ pub const TEST_PACKAGES: &[&str] = &[
 ];
 
 /// Fuzz targets run for a short bounded time each.
-pub const FUZZ_TARGETS: &[&str] = &["dhcp_handler", "tftp_request"];
+pub const FUZZ_TARGETS: &[&str] = &[
+    "dhcp_handler",
+    "tftp_request",
+    "initrd_archive",
+    "initrd_elf",
+    "initrd_modules_dep",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct CiArgs {
     /// Seconds per fuzz target.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     pub fuzz_seconds: u32,
     /// Skip the fuzz smoke run (e.g. without network access to install cargo-fuzz).
     #[arg(long)]
