@@ -8,8 +8,10 @@ use clap::Subcommand;
 use netboot::{BootStage, MacAddr};
 use serde_json::json;
 
+use crate::config::Config;
 use crate::registry::{load_discovered, Node, Registry};
 use crate::tracker::{load_status, now_ms};
+use netboot::dhcp::DhcpMode;
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCommand {
@@ -66,7 +68,23 @@ pub enum NodeCommand {
     },
 }
 
-pub fn run(state_dir: &Path, cmd: NodeCommand) -> Result<()> {
+/// A reserved address must be one the DHCP server can hand out: inside a served subnet, not
+/// the master's own address.
+fn check_address(config: &Config, ip: Option<Ipv4Addr>) -> Result<()> {
+    let Some(ip) = ip else { return Ok(()) };
+    if ip == config.network.address {
+        bail!("{ip} is the master's own address (network.address); pick another");
+    }
+    let dhcp = config.dhcp_effective();
+    if dhcp.mode == DhcpMode::Server && !dhcp.subnets.iter().any(|s| s.cidr.contains(ip)) {
+        let served: Vec<String> = dhcp.subnets.iter().map(|s| s.cidr.to_string()).collect();
+        bail!("{ip} is outside the subnets the DHCP server serves ({}); pick an address there or add a [[dhcp.subnets]] entry", served.join(", "));
+    }
+    Ok(())
+}
+
+pub fn run(config: &Config, cmd: NodeCommand) -> Result<()> {
+    let state_dir = config.state_dir.as_path();
     match cmd {
         NodeCommand::Discovered { json } => discovered(state_dir, json),
         NodeCommand::Add {
@@ -77,6 +95,7 @@ pub fn run(state_dir: &Path, cmd: NodeCommand) -> Result<()> {
             efi_loader,
             json,
         } => {
+            check_address(config, ip)?;
             let node = Node {
                 name,
                 mac,
@@ -126,6 +145,7 @@ pub fn run(state_dir: &Path, cmd: NodeCommand) -> Result<()> {
             efi_loader,
             json,
         } => {
+            check_address(config, ip)?;
             let r = Registry::update(state_dir, |r| {
                 let Some(n) = r.nodes.iter_mut().find(|n| n.name == name) else {
                     bail!("no node named `{name}` (see `clustermaker node list`)");

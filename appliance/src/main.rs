@@ -115,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config::Config::load(cli.config.as_deref())?;
             match command {
                 Command::Serve => serve::run(config),
-                Command::Node(cmd) => cli_node::run(&config.state_dir, cmd),
+                Command::Node(cmd) => cli_node::run(&config, cmd),
                 Command::Config { json } => {
                     if json {
                         println!(

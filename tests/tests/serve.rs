@@ -294,6 +294,23 @@ fn an_unknown_pxe_client_is_discovered_and_node_add_gives_it_its_reservation() -
         "{err}"
     );
 
+    // An address the DHCP server does not serve is refused too.
+    let outside = std::process::Command::new(cm_tests::clustermaker_bin())
+        .args([
+            "--config",
+            master.config.to_str().unwrap(),
+            "node",
+            "add",
+            "db3",
+            "--mac",
+            "52:54:00:99:99:99",
+            "--ip",
+            "10.97.0.5",
+        ])
+        .output()?;
+    assert!(!outside.status.success());
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("outside the subnets"));
+
     // Its next boot: the reserved address and its name.
     wait_for(
         "the master to drop it from discovered",
