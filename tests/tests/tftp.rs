@@ -718,6 +718,34 @@ fn wildcard_listener_answers_from_the_address_asked() {
     }
 }
 
+#[test]
+fn ipv6_loopback_specific_and_wildcard() {
+    use std::net::Ipv6Addr;
+    if UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
+        eprintln!("skipping ipv6_loopback_specific_and_wildcard: no IPv6 on loopback");
+        return;
+    }
+    let lab = Lab::new();
+    for listen in [Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED] {
+        let (server, _) = serve_source(
+            SocketAddr::from((listen, 0)),
+            config(&lab.root),
+            Arc::new(RootDir::new(&lab.root).unwrap()),
+        );
+        let to = SocketAddr::from((Ipv6Addr::LOCALHOST, server.local_addr().port()));
+        let s = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+        s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+        assert_eq!(
+            raw_fetch(&s, to, b"513").unwrap(),
+            lab.file("513"),
+            "{listen}"
+        );
+        s.send_to(&rrq(b"../x", b"octet", &[]), to).unwrap();
+        let (p, from) = recv(&s).unwrap();
+        assert_eq!((opcode(&p), from.ip()), (5, Ipv6Addr::LOCALHOST.into()));
+    }
+}
+
 /// The appliance's pattern: per-node scripts from memory, the rest from the directory.
 struct Scripts {
     disk: RootDir,

@@ -5,7 +5,7 @@
 //! configurations send `/pxelinux.0` or `/boot/x`, and the result is always looked up *beneath*
 //! the root (as tftp-hpa does with `-s`), so `/etc/passwd` means `ROOT/etc/passwd`, never the
 //! host's file. `.` and empty components (`a//./b`) are dropped. The lexical rules are the first
-//! fence; [`super::source::RootDir`] is the second (the kernel refuses any resolution, symlinks
+//! fence; [`super::RootDir`] is the second (the kernel refuses any resolution, symlinks
 //! included, that leaves the root).
 
 use std::fmt;

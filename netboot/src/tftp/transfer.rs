@@ -350,6 +350,18 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_rearms_the_duplicate_trigger_once() {
+        let t0 = Instant::now();
+        let (mut t, _) = Transfer::start(params(100_000, 100, 8, false), t0);
+        assert_eq!(t.on_ack(8, t0), data(9, 16));
+        assert_eq!(t.on_ack(8, t0), data(9, 16));
+        assert_eq!(t.on_ack(8, t0), Action::Wait);
+        assert_eq!(t.on_timer(t0 + T), data(9, 16));
+        assert_eq!(t.on_ack(8, t0 + T), data(9, 16));
+        assert_eq!(t.on_ack(8, t0 + T), Action::Wait);
+    }
+
+    #[test]
     fn lock_step_ignores_duplicate_acks() {
         // The Sorcerer's Apprentice: a delayed duplicate must not cause a second copy of a block.
         let t0 = Instant::now();
