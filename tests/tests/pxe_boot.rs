@@ -51,6 +51,18 @@ fn master_config(lab: &BootLab, transfer: &str) -> String {
     )
 }
 
+/// A boot lab with a master serving the built image, kernel and initramfs over `transfer`.
+fn lab_with_master(transfer: &str) -> Result<(BootLab, Master)> {
+    let lab = BootLab::new()?;
+    let mut master = Master::prepare(
+        &master_config(&lab, transfer),
+        Some(&boot_dir()?),
+        &format!("http://{}:8080", lab.addr),
+    )?;
+    master.start(&lab.ns)?;
+    Ok((lab, master))
+}
+
 fn node_json(master: &Master, mac: &str) -> Option<serde_json::Value> {
     let list = master.cli_json(&["node", "list"]).ok()?;
     list.as_array()?.iter().find(|n| n["mac"] == mac).cloned()
@@ -100,13 +112,7 @@ fn unknown_bios_node_boots_over_http_is_discovered_and_comes_back_with_its_reser
         return Ok(());
     }
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = BootLab::new()?;
-    let mut master = Master::prepare(
-        &master_config(&lab, "http"),
-        Some(&boot_dir()?),
-        &format!("http://{}:8080", lab.addr),
-    )?;
-    master.start(&lab.ns)?;
+    let (lab, master) = lab_with_master("http")?;
     let mac = "52:54:00:c1:00:01";
 
     // First boot: unknown, so it boots the default image from the pool and shows up as discovered.
@@ -172,13 +178,7 @@ fn bios_node_boots_with_everything_over_tftp() -> Result<()> {
         return Ok(());
     }
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = BootLab::new()?;
-    let mut master = Master::prepare(
-        &master_config(&lab, "tftp"),
-        Some(&boot_dir()?),
-        &format!("http://{}:8080", lab.addr),
-    )?;
-    master.start(&lab.ns)?;
+    let (lab, master) = lab_with_master("tftp")?;
     let mac = "52:54:00:c1:00:02";
     master.cli(&["node", "add", "tftp01", "--mac", mac])?;
     let mut node = lab.boot(&NodeOptions::new(mac, Boot::BiosPxe))?;
@@ -211,13 +211,7 @@ fn uefi_node_boots_over_http() -> Result<()> {
         return Ok(());
     }
     let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let lab = BootLab::new()?;
-    let mut master = Master::prepare(
-        &master_config(&lab, "http"),
-        Some(&boot_dir()?),
-        &format!("http://{}:8080", lab.addr),
-    )?;
-    master.start(&lab.ns)?;
+    let (lab, master) = lab_with_master("http")?;
     let mac = "52:54:00:c1:00:03";
     master.cli(&["node", "add", "uefi01", "--mac", mac])?;
     let mut node = lab.boot(&NodeOptions::new(mac, Boot::UefiPxe { native_pxe: false }))?;
