@@ -203,7 +203,10 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     }
     ctx.ours().bin()?;
     section.tools.insert("clustermaker".into(), ctx.ours().version());
-    let files = boot_files(ctx)?;
+    // A private copy: target/cm-boot may be rebuilt by someone else while we boot from it.
+    let files_dir = TempDir::new("boot-files", false)?;
+    copy_boot_files(&boot_files(ctx)?, &files_dir.path)?;
+    let files = files_dir.path.clone();
 
     let variants = [Variant::Ours, Variant::DnsmasqDefault, Variant::DnsmasqTuned];
     let rounds = ctx.long_rounds;

@@ -300,6 +300,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut failures: Vec<String> = Vec::new();
     for which in selected {
         let t0 = Instant::now();
+        let started = report::now_utc();
         let load_before = report::loadavg();
         ctx.progress.set(format!("{which:?}"));
         let result: Result<Section> = match which {
@@ -311,6 +312,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         };
         match result {
             Ok(mut s) => {
+                s.date_utc = started;
                 s.load_before = load_before;
                 s.load_after = report::loadavg();
                 let rounds_here = match which {

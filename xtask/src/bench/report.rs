@@ -139,6 +139,8 @@ pub struct Section {
     pub notes: Vec<String>,
     /// Versions of the tools involved.
     pub tools: BTreeMap<String, String>,
+    /// When this benchmark started.
+    pub date_utc: String,
     /// 1-minute load average before and after the benchmark ran.
     pub load_before: f64,
     pub load_after: f64,
@@ -160,6 +162,7 @@ impl Section {
             raw: serde_json::Value::Null,
             notes: Vec::new(),
             tools: BTreeMap::new(),
+            date_utc: now_utc(),
             load_before: 0.0,
             load_after: 0.0,
         }
@@ -318,7 +321,7 @@ pub fn section_markdown(report: &Report, s: &Section) -> String {
     let _ = writeln!(
         md,
         "Measured {} on {} × {} ({} GiB), Linux {}, load average {:.1} before / {:.1} after, revision `{}`, {} round{}{}, with\n\n```\n{}\n```\n",
-        report.machine.date_utc,
+        s.date_utc,
         report.machine.nproc,
         report.machine.cpu,
         report.machine.mem_gib,
