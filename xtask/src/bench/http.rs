@@ -267,8 +267,10 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                         side.name(),
                         fetch.label()
                     ));
-                    let secs = fetch_both(&ns, fetch, ip, &files, n, &outdir, side.name())?;
-                    samples.entry((side, fetch, n)).or_default().push(secs);
+                    for _ in 0..tftp::reps(n) {
+                        let secs = fetch_both(&ns, fetch, ip, &files, n, &outdir, side.name())?;
+                        samples.entry((side, fetch, n)).or_default().push(secs);
+                    }
                 }
             }
             server.check_running()?;
@@ -329,7 +331,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     section.details_md = md;
     section.method = vec![
         format!("Files: {} ({} bytes) and {} ({} bytes), served as `/images/bench/vmlinuz` and `/images/bench/initramfs.img` over HTTP and TFTP; every download is compared with the file's blake3.", files[0].origin, files[0].len, files[1].origin, files[1].len),
-        "One private network namespace, everything on its loopback; one server at a time, started fresh each round, one untimed warm-up fetch per way of fetching.".into(),
+        "One private network namespace, everything on its loopback; one server at a time, started fresh each round, one untimed warm-up fetch per way of fetching. Single-client fetches run 3 times per round (each a sample), 20-client runs once.".into(),
         format!("HTTP anchor: nginx from Debian (unpacked .deb, not installed), `worker_processes auto`, `sendfile on`, `access_log off`, on 127.0.0.1:{PORT}. A toy server (`python3 -m http.server`) would not be a fair anchor."),
         "Ours: one `clustermaker serve` (its DHCP server idle) serving HTTP (its image route, `/images/<image>/<file>`) and TFTP (port 69) from the same images directory.".into(),
         "Client: one process per node fetching both files — curl with both URLs (one keep-alive connection for HTTP, two transfers for TFTP); atftp runs twice in one `sh -c`. 20 clients: 20 such processes at once, time from the first start to the last exit.".into(),

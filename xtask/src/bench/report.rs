@@ -358,7 +358,8 @@ pub fn section_markdown(report: &Report, s: &Section) -> String {
         }
         let _ = writeln!(
             md,
-            "\nFigures are median [min–max] over the rounds. *ours / anchor* divides the medians \
+            "\nFigures are median [min–max] over all samples (see How for the samples per \
+             round). *ours / anchor* divides the medians \
              ({}); the verdict states it as how many times faster or slower ours is.\n",
             if s.rows.iter().all(|r| r.better == Better::Lower) {
                 "times: below 1 means ours is faster"

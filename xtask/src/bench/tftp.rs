@@ -280,6 +280,16 @@ pub fn kernel_payload(ctx: &Ctx, dest: &Path) -> Result<Payload> {
     Payload::random(dest, 14 << 20, 0x005e_ed14)
 }
 
+/// Fetches per round: a single fetch takes a fraction of a second and is noisy on a shared
+/// machine, so it is repeated (every repetition is a sample); 20 at once run once.
+pub fn reps(parallel: usize) -> usize {
+    if parallel == 1 {
+        3
+    } else {
+        1
+    }
+}
+
 struct Workload {
     client: TftpClient,
     parallel: usize,
@@ -385,17 +395,19 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     server.name(),
                     workload.label(&size)
                 ));
-                let secs = fetch_parallel(
-                    &ns,
-                    workload.client,
-                    ip,
-                    FILE,
-                    &payload,
-                    workload.parallel,
-                    &outdir,
-                    server.name(),
-                )?;
-                samples.entry((w, server)).or_default().push(secs);
+                for _ in 0..reps(workload.parallel) {
+                    let secs = fetch_parallel(
+                        &ns,
+                        workload.client,
+                        ip,
+                        FILE,
+                        &payload,
+                        workload.parallel,
+                        &outdir,
+                        server.name(),
+                    )?;
+                    samples.entry((w, server)).or_default().push(secs);
+                }
             }
             srv.stop(Duration::from_secs(3));
         }
@@ -434,7 +446,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     section.details_md = md;
     section.method = vec![
         format!("File: {} ({} bytes, blake3 {}…); every download is compared with it.", payload.origin, payload.len, &payload.blake3[..16]),
-        "One private network namespace; server and clients on its loopback, 127.0.0.1:69; one server at a time, each started fresh per round, with one untimed warm-up fetch.".into(),
+        "One private network namespace; server and clients on its loopback, 127.0.0.1:69; one server at a time, each started fresh per round, with one untimed warm-up fetch. Single-client fetches run 3 times per round (each a sample), 20-client runs once.".into(),
         "tftpd-hpa: `in.tftpd -L -s ROOT -a 127.0.0.1:69`. dnsmasq: `-k --port=0 --enable-tftp --tftp-root=ROOT --listen-address=127.0.0.1 --bind-interfaces`. atftpd (Debian .deb unpacked, not installed: it conflicts with tftpd-hpa): `--daemon --no-fork --port 69 --bind-address 127.0.0.1 ROOT`. Ours: `clustermaker serve` with a `[tftp]` section, log level warn.".into(),
         "Clients: curl `--tftp-blksize 1468` (curl has no windowsize), tftp-hpa (512-byte blocks only), atftp `--option \"blksize 1468\" --option \"windowsize 16\"` — the last only against servers that negotiate windowsize (atftpd, ours; tftpd-hpa 5.2 and dnsmasq 2.90 do not).".into(),
         "Time: from just before the client process is spawned until it exits (std::time::Instant; exit seen with waitid), so client start-up (~10 ms for curl) is in every figure alike. 20 clients: from the first spawn to the last exit.".into(),
