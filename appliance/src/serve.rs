@@ -56,7 +56,7 @@ async fn serve(config: Config) -> Result<()> {
         tftp_files,
     )
     .with_context(|| format!("TFTP server on {tftp_addr}"))?;
-    tasks.spawn(async move { tftp.run().await.context("TFTP server") });
+    tasks.spawn(run_on_own_thread("tftp", move || tftp.run()));
 
     if config.boot.ipv6_ra {
         let interface = config.network.interface.clone();
@@ -64,11 +64,7 @@ async fn serve(config: Config) -> Result<()> {
     }
 
     let outcome = tokio::select! {
-        Some(done) = tasks.join_next() => match done {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow::anyhow!("a service task failed: {e}")),
-        },
+        failure = first_failure(&mut tasks) => failure,
         _ = shutdown_signal() => {
             tracing::info!("stopping");
             Ok(())
@@ -79,6 +75,49 @@ async fn serve(config: Config) -> Result<()> {
         tracing::error!("cannot save node status at exit: {e:#}");
     }
     outcome
+}
+
+/// Waits until a service fails. A service that ends without error (the DHCP server with
+/// `mode = "off"`) leaves the others running.
+async fn first_failure(tasks: &mut JoinSet<Result<()>>) -> Result<()> {
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(anyhow::anyhow!("a service task failed: {e}")),
+        }
+    }
+    std::future::pending().await
+}
+
+/// Runs a service on a thread of its own with a one-worker runtime, and resolves when it ends.
+/// TFTP without windowsize is one datagram per round trip: on a shared multi-threaded runtime
+/// every block pays for a cross-thread wake-up, which made lock-step transfers ~1.5x slower
+/// than tftpd-hpa (docs/BENCHMARKS.md).
+async fn run_on_own_thread<F, Fut, E>(name: &'static str, service: F) -> Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("{name}-server"))
+        .spawn(move || {
+            let result = runtime.block_on(service());
+            let _ = done.send(result);
+        })?;
+    match finished.await {
+        Ok(result) => result.with_context(|| format!("{name} server")),
+        Err(_) => Err(anyhow::anyhow!(
+            "{name} server thread ended without a result"
+        )),
+    }
 }
 
 async fn shutdown_signal() {

@@ -364,3 +364,38 @@ fn tempdir_with_image() -> Result<cm_tests::master::tempfile_dir::TempDir> {
     std::fs::write(dir.path().join("initramfs.img"), &data[..1 << 20])?;
     Ok(dir)
 }
+
+#[test]
+fn with_dhcp_off_the_other_services_keep_serving() -> Result<()> {
+    if !require_root("dhcp off") || !require_program("dhcp off", "tftp") {
+        return Ok(());
+    }
+    let lab = lab()?;
+    let body = format!(
+        "[network]\ninterface = \"{}\"\naddress = \"10.98.0.1\"\n[dhcp]\nmode = \"off\"\n",
+        lab.server_if
+    );
+    let mut master = Master::prepare(&body, None, "http://10.98.0.1:8080")?;
+    master.start(&lab.server)?;
+    lab.client.addr(&lab.client_if, "10.98.0.9/24")?;
+    // Served after the DHCP task has long returned.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = master.dir.path().join("u.kpxe");
+    lab.client.run(
+        "tftp",
+        &[
+            "10.98.0.1",
+            "-m",
+            "binary",
+            "-c",
+            "get",
+            "undionly.kpxe",
+            out.to_str().unwrap(),
+        ],
+    )?;
+    assert_eq!(
+        std::fs::read(&out)?,
+        std::fs::read("/usr/lib/ipxe/undionly.kpxe")?
+    );
+    Ok(())
+}

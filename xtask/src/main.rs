@@ -5,6 +5,7 @@
 //! - `ci`: the whole test suite, as CI runs it ([`ci`])
 
 mod agent;
+mod bench;
 mod build_image;
 mod busybox;
 mod ci;
@@ -41,6 +42,8 @@ enum Cmd {
     /// Boot one QEMU node from a master in a private network namespace, showing its boot stages
     Demo(demo::DemoArgs),
     /// Run the whole test suite as CI does (installs the Debian packages it needs)
+    /// Ours vs the established tools, same workload, same run; results in docs/BENCHMARKS.md
+    Bench(bench::BenchArgs),
     Ci(ci::CiArgs),
 }
 
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::BuildImage(args) => build(&args),
         Cmd::Demo(args) => demo::run(&args, &workspace_root()),
         Cmd::Ci(args) => ci::run(args),
+        Cmd::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

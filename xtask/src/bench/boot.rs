@@ -40,7 +40,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const MARKERS: &[(&str, &str)] = &[
     ("clustermaker-init: starting", "initramfs /init started"),
     ("clustermaker-init: network up", "network up (online)"),
-    ("clustermaker-init: reported online", "reported to the master (ours only)"),
+    (
+        "clustermaker-init: reported online",
+        "reported to the master (ours only)",
+    ),
 ];
 const ONLINE: usize = 1;
 const REPORTED: usize = 2;
@@ -66,7 +69,8 @@ impl Variant {
 fn boot_files(ctx: &Ctx) -> Result<PathBuf> {
     let dir = ctx.workspace.join("target/cm-boot");
     if !dir.join("vmlinuz").is_file() || !dir.join("initramfs.img").is_file() {
-        ctx.progress.set("boot: building the boot files (cargo xtask build-image)");
+        ctx.progress
+            .set("boot: building the boot files (cargo xtask build-image)");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         sys::run_cmd(
             std::process::Command::new(cargo)
@@ -77,7 +81,10 @@ fn boot_files(ctx: &Ctx) -> Result<PathBuf> {
     }
     for f in ["vmlinuz", "initramfs.img"] {
         if !dir.join(f).is_file() {
-            bail!("{} is missing after cargo xtask build-image", dir.join(f).display());
+            bail!(
+                "{} is missing after cargo xtask build-image",
+                dir.join(f).display()
+            );
         }
     }
     Ok(dir)
@@ -87,13 +94,20 @@ fn boot_files(ctx: &Ctx) -> Result<PathBuf> {
 fn copy_boot_files(from: &Path, dest: &Path) -> Result<()> {
     sys::mkdir_readable(dest)?;
     for f in ["vmlinuz", "initramfs.img"] {
-        let data = std::fs::read(from.join(f)).with_context(|| format!("cannot read {}", from.join(f).display()))?;
+        let data = std::fs::read(from.join(f))
+            .with_context(|| format!("cannot read {}", from.join(f).display()))?;
         sys::write_readable(&dest.join(f), &data)?;
     }
     Ok(())
 }
 
-fn start_ours(ctx: &Ctx, ns: &Netns, lab: &BootLab, files: &Path, scratch: &Path) -> Result<Server> {
+fn start_ours(
+    ctx: &Ctx,
+    ns: &Netns,
+    lab: &BootLab,
+    files: &Path,
+    scratch: &Path,
+) -> Result<Server> {
     let images = scratch.join("images");
     copy_boot_files(files, &images.join("bench"))?;
     let mut cfg = OursConfig::new(&scratch.join("state"), &lab.bridge, lab.addr, &images);
@@ -105,7 +119,9 @@ fn start_ours(ctx: &Ctx, ns: &Netns, lab: &BootLab, files: &Path, scratch: &Path
     if let Some(why) = ctx.ours().check_config(&path)? {
         bail!("clustermaker refuses the boot configuration: {why}");
     }
-    let mut server = ctx.ours().serve(ns, &path, &scratch.join("clustermaker.log"), &[])?;
+    let mut server = ctx
+        .ours()
+        .serve(ns, &path, &scratch.join("clustermaker.log"), &[])?;
     // Ready when its HTTP port answers (DHCP and TFTP start before HTTP in `serve`).
     let url = format!("http://{}:{HTTP_PORT}/api/v1/nodes", lab.addr);
     let r = sys::wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
@@ -119,7 +135,13 @@ fn start_ours(ctx: &Ctx, ns: &Netns, lab: &BootLab, files: &Path, scratch: &Path
     Ok(server)
 }
 
-fn start_dnsmasq(ns: &Netns, lab: &BootLab, files: &Path, scratch: &Path, tuned: bool) -> Result<Server> {
+fn start_dnsmasq(
+    ns: &Netns,
+    lab: &BootLab,
+    files: &Path,
+    scratch: &Path,
+    tuned: bool,
+) -> Result<Server> {
     let dnsmasq = sys::require_program("dnsmasq", "dnsmasq-base")?;
     let root = scratch.join("tftp");
     copy_boot_files(files, &root)?;
@@ -135,26 +157,42 @@ fn start_dnsmasq(ns: &Netns, lab: &BootLab, files: &Path, scratch: &Path, tuned:
     sys::write_readable(&root.join("boot.ipxe"), script.as_bytes())?;
     let net = lab.addr.octets();
     let mut c = ns.command(&dnsmasq);
-    c.args(["-k", "--conf-file=/dev/null", "--port=0", "--bind-interfaces", "--enable-tftp"])
-        .arg(format!("--interface={}", lab.bridge))
-        .arg(format!(
-            "--dhcp-range={}.{}.{}.100,{}.{}.{}.200,12h",
-            net[0], net[1], net[2], net[0], net[1], net[2]
-        ))
-        .arg(format!("--tftp-root={}", root.display()))
-        .arg(format!("--dhcp-leasefile={}", scratch.join("dnsmasq.leases").display()))
-        .arg(format!("--pid-file={}", scratch.join("dnsmasq.pid").display()))
-        .arg(format!("--log-facility={}", scratch.join("dnsmasq.syslog").display()))
-        // The classic recipe: plain PXE ROMs chain-load iPXE, iPXE (option 175) gets the script.
-        .args([
-            "--dhcp-match=set:ipxe,175",
-            "--dhcp-boot=tag:!ipxe,undionly.kpxe",
-            "--dhcp-boot=tag:ipxe,boot.ipxe",
-        ]);
+    c.args([
+        "-k",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--bind-interfaces",
+        "--enable-tftp",
+    ])
+    .arg(format!("--interface={}", lab.bridge))
+    .arg(format!(
+        "--dhcp-range={}.{}.{}.100,{}.{}.{}.200,12h",
+        net[0], net[1], net[2], net[0], net[1], net[2]
+    ))
+    .arg(format!("--tftp-root={}", root.display()))
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        scratch.join("dnsmasq.leases").display()
+    ))
+    .arg(format!(
+        "--pid-file={}",
+        scratch.join("dnsmasq.pid").display()
+    ))
+    .arg(format!(
+        "--log-facility={}",
+        scratch.join("dnsmasq.syslog").display()
+    ))
+    // The classic recipe: plain PXE ROMs chain-load iPXE, iPXE (option 175) gets the script.
+    .args([
+        "--dhcp-match=set:ipxe,175",
+        "--dhcp-boot=tag:!ipxe,undionly.kpxe",
+        "--dhcp-boot=tag:ipxe,boot.ipxe",
+    ]);
     if tuned {
-        c.arg("--no-ping")
-            .arg("--enable-ra")
-            .arg(format!("--dhcp-range=::,constructor:{},ra-only", lab.bridge));
+        c.arg("--no-ping").arg("--enable-ra").arg(format!(
+            "--dhcp-range=::,constructor:{},ra-only",
+            lab.bridge
+        ));
     }
     let mut server = Server::spawn("dnsmasq (boot)", c, &scratch.join("dnsmasq.log"))?;
     std::thread::sleep(Duration::from_millis(300));
@@ -179,13 +217,24 @@ fn follow(node: &mut QemuNode, until: usize, timeout: Duration) -> Result<Vec<Op
             return Ok(seen);
         }
         if console.contains("clustermaker-init: network failed") {
-            bail!("the node found no DHCP lease in its initramfs\n{}", node.post_mortem());
+            bail!(
+                "the node found no DHCP lease in its initramfs\n{}",
+                node.post_mortem()
+            );
         }
         if !node.is_running() {
-            bail!("QEMU exited before `{}`\n{}", MARKERS[until].0, node.post_mortem());
+            bail!(
+                "QEMU exited before `{}`\n{}",
+                MARKERS[until].0,
+                node.post_mortem()
+            );
         }
         if Instant::now() > deadline {
-            bail!("no `{}` within {timeout:?}\n{}", MARKERS[until].0, node.post_mortem());
+            bail!(
+                "no `{}` within {timeout:?}\n{}",
+                MARKERS[until].0,
+                node.post_mortem()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -197,18 +246,28 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     if !Path::new("/usr/lib/ipxe").is_dir() {
         bail!("/usr/lib/ipxe is missing (fix: apt-get install -y ipxe ipxe-qemu)");
     }
-    section.tools.insert("qemu".into(), sys::version_line(&qemu, &["--version"]));
+    section
+        .tools
+        .insert("qemu".into(), sys::version_line(&qemu, &["--version"]));
     if let Some(d) = sys::find_program("dnsmasq") {
-        section.tools.insert("dnsmasq".into(), sys::version_line(&d, &["--version"]));
+        section
+            .tools
+            .insert("dnsmasq".into(), sys::version_line(&d, &["--version"]));
     }
     ctx.ours().bin()?;
-    section.tools.insert("clustermaker".into(), ctx.ours().version());
+    section
+        .tools
+        .insert("clustermaker".into(), ctx.ours().version());
     // A private copy: target/cm-boot may be rebuilt by someone else while we boot from it.
     let files_dir = TempDir::new("boot-files", false)?;
     copy_boot_files(&boot_files(ctx)?, &files_dir.path)?;
     let files = files_dir.path.clone();
 
-    let variants = [Variant::Ours, Variant::DnsmasqDefault, Variant::DnsmasqTuned];
+    let variants = [
+        Variant::Ours,
+        Variant::DnsmasqDefault,
+        Variant::DnsmasqTuned,
+    ];
     let rounds = ctx.long_rounds;
     let mut times: Vec<(Variant, Vec<Option<f64>>)> = Vec::new();
     for round in 0..rounds {
@@ -226,9 +285,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             ctx.progress.set(format!("{what}: node booting (QEMU TCG)"));
             let mut node = lab.boot(&NodeOptions::new(MAC, Boot::BiosPxe))?;
             let _node_dir = AdoptedDir::new(node.dir());
-            let until = if variant == Variant::Ours { REPORTED } else { ONLINE };
-            let seen = follow(&mut node, until, BOOT_TIMEOUT)
-                .with_context(|| format!("{what} (server log: {})", sys::tail(&server.log, 2000)))?;
+            let until = if variant == Variant::Ours {
+                REPORTED
+            } else {
+                ONLINE
+            };
+            let seen = follow(&mut node, until, BOOT_TIMEOUT).with_context(|| {
+                format!("{what} (server log: {})", sys::tail(&server.log, 2000))
+            })?;
             ctx.progress.line(format!(
                 "  {what}: online {:.1} s after power-on",
                 seen[ONLINE].unwrap_or(f64::NAN)
@@ -258,12 +322,27 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ));
     }
     let mut md = String::new();
-    let _ = writeln!(md, "Seconds after power-on when each console marker first appeared (median [min–max]):\n");
-    let _ = writeln!(md, "| server | {} |", MARKERS.iter().map(|(_, m)| *m).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(
+        md,
+        "Seconds after power-on when each console marker first appeared (median [min–max]):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| server | {} |",
+        MARKERS
+            .iter()
+            .map(|(_, m)| *m)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     let _ = writeln!(md, "| --- |{}", " --- |".repeat(MARKERS.len()));
     for v in variants {
         let cells: Vec<String> = (0..MARKERS.len())
-            .map(|i| Summary::of(&series(v, i)).map(|s| fmt_summary(&s, "s")).unwrap_or_else(|| "—".into()))
+            .map(|i| {
+                Summary::of(&series(v, i))
+                    .map(|s| fmt_summary(&s, "s"))
+                    .unwrap_or_else(|| "—".into())
+            })
             .collect();
         let _ = writeln!(md, "| {} | {} |", v.name(), cells.join(" | "));
     }

@@ -29,8 +29,12 @@ pub fn unpacked(cache: &Path, package: &str) -> Result<PathBuf> {
             .with_context(|| {
                 format!("cannot download the Debian package {package} (fix: apt-get update)")
             })?;
-            newest(&debs, package, ".deb")?
-                .ok_or_else(|| anyhow!("apt-get download {package} left no .deb in {}", debs.display()))?
+            newest(&debs, package, ".deb")?.ok_or_else(|| {
+                anyhow!(
+                    "apt-get download {package} left no .deb in {}",
+                    debs.display()
+                )
+            })?
         }
     };
     let stem = deb

@@ -120,7 +120,10 @@ pub fn parse_perfdhcp(text: &str) -> Result<PerfResult> {
             continue;
         }
         if let Some(v) = line.strip_prefix("Rate:") {
-            rate = v.split_whitespace().next().and_then(|x| x.parse::<f64>().ok());
+            rate = v
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<f64>().ok());
             continue;
         }
         let num = |prefix: &str| -> Option<u64> {
@@ -156,9 +159,20 @@ pub fn parse_perfdhcp(text: &str) -> Result<PerfResult> {
 fn perfdhcp(lab: &Lab, scratch: &Path, rate: u32, clients: u32, period: u32) -> Result<PerfResult> {
     let log = scratch.join(format!("perfdhcp-{rate}-{clients}.out"));
     let mut cmd = lab.client.command(&lab.perfdhcp);
-    cmd.args(["-4", "-r", &rate.to_string(), "-R", &clients.to_string(), "-p", &period.to_string()])
-        .arg(SERVER_IP.to_string());
-    let (_, runs) = sys::run_clients(vec![(cmd, log.clone())], Duration::from_secs(period as u64 + 30))?;
+    cmd.args([
+        "-4",
+        "-r",
+        &rate.to_string(),
+        "-R",
+        &clients.to_string(),
+        "-p",
+        &period.to_string(),
+    ])
+    .arg(SERVER_IP.to_string());
+    let (_, runs) = sys::run_clients(
+        vec![(cmd, log.clone())],
+        Duration::from_secs(period as u64 + 30),
+    )?;
     // perfdhcp exits non-zero when packets were dropped: the figures are what counts.
     let text = std::fs::read_to_string(&runs[0].log).unwrap_or_default();
     let mut r = parse_perfdhcp(&text)
@@ -224,7 +238,8 @@ fn climb(
     let mut rate = START_RATE;
     let saturated = |r: &PerfResult| r.dora_per_s < 0.9 * r.offered_rate as f64;
     while steps.len() < MAX_STEPS {
-        ctx.progress.set(format!("{what}: offering {rate} DORA/s for {period} s"));
+        ctx.progress
+            .set(format!("{what}: offering {rate} DORA/s for {period} s"));
         let r = perfdhcp(lab, scratch, rate, clients, period)?;
         server.check_running()?;
         let sat = saturated(&r);
@@ -239,7 +254,8 @@ fn climb(
     if steps.len() == 1 && saturated(&steps[0]) {
         let mut rate = START_RATE / 2;
         for _ in 0..2 {
-            ctx.progress.set(format!("{what}: offering {rate} DORA/s for {period} s"));
+            ctx.progress
+                .set(format!("{what}: offering {rate} DORA/s for {period} s"));
             let r = perfdhcp(lab, scratch, rate, clients, period)?;
             let sat = saturated(&r);
             steps.push(r);
@@ -253,7 +269,8 @@ fn climb(
     if steps.len() >= 2 && saturated(steps.last().unwrap()) {
         let n = steps.len();
         let mid = (steps[n - 2].offered_rate + steps[n - 1].offered_rate) / 2;
-        ctx.progress.set(format!("{what}: offering {mid} DORA/s for {period} s"));
+        ctx.progress
+            .set(format!("{what}: offering {mid} DORA/s for {period} s"));
         steps.push(perfdhcp(lab, scratch, mid, clients, period)?);
     }
     Ok(Ladder { steps })
@@ -277,10 +294,21 @@ fn start_dnsmasq(tools: &Tools, lab: &Lab, state: &Path, scratch: &Path) -> Resu
         "--bind-interfaces",
     ])
     .arg(format!("--interface={}", lab.server_if))
-    .arg(format!("--dhcp-range={POOL_START},{POOL_END},255.255.0.0,{LEASE_SECS}"))
-    .arg(format!("--dhcp-leasefile={}", state.join("dnsmasq.leases").display()))
-    .arg(format!("--pid-file={}", scratch.join("dnsmasq.pid").display()))
-    .arg(format!("--log-facility={}", scratch.join("dnsmasq.syslog").display()));
+    .arg(format!(
+        "--dhcp-range={POOL_START},{POOL_END},255.255.0.0,{LEASE_SECS}"
+    ))
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        state.join("dnsmasq.leases").display()
+    ))
+    .arg(format!(
+        "--pid-file={}",
+        scratch.join("dnsmasq.pid").display()
+    ))
+    .arg(format!(
+        "--log-facility={}",
+        scratch.join("dnsmasq.syslog").display()
+    ));
     Server::spawn("dnsmasq (DHCP)", c, &scratch.join("dnsmasq.log"))
 }
 
@@ -351,7 +379,12 @@ pub fn start_ours_dhcp(
         return Ok(None);
     }
     let log = scratch.join("clustermaker-dhcp.log");
-    Ok(Some(ours.serve(ns, &path, &log, &[("CLUSTERMAKER_LOG", "warn")])?))
+    Ok(Some(ours.serve(
+        ns,
+        &path,
+        &log,
+        &[("CLUSTERMAKER_LOG", "warn")],
+    )?))
 }
 
 fn ours_dhcp_available(ctx: &Ctx) -> std::result::Result<(), String> {
@@ -404,15 +437,24 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         kea: sys::require_program("kea-dhcp4", "kea-dhcp4-server")?,
     };
     let perf = sys::require_program("perfdhcp", "kea-admin")?;
-    section.tools.insert("dnsmasq".into(), sys::version_line(&tools.dnsmasq, &["--version"]));
-    section.tools.insert("kea-dhcp4".into(), sys::version_line(&tools.kea, &["-V"]));
-    section.tools.insert("perfdhcp".into(), sys::version_line(&perf, &["-v"]));
+    section.tools.insert(
+        "dnsmasq".into(),
+        sys::version_line(&tools.dnsmasq, &["--version"]),
+    );
+    section
+        .tools
+        .insert("kea-dhcp4".into(), sys::version_line(&tools.kea, &["-V"]));
+    section
+        .tools
+        .insert("perfdhcp".into(), sys::version_line(&perf, &["-v"]));
 
     let ours_ok = ours_dhcp_available(ctx);
     let mut servers = vec![DhcpServer::Dnsmasq, DhcpServer::Kea];
     match &ours_ok {
         Ok(()) => {
-            section.tools.insert("clustermaker".into(), ctx.ours().version());
+            section
+                .tools
+                .insert("clustermaker".into(), ctx.ours().version());
             servers.push(DhcpServer::Ours);
             if !ctx.quick {
                 servers.push(DhcpServer::OursNoFsync);
@@ -452,7 +494,15 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     .ok_or_else(|| anyhow!("our DHCP server is not available"))?,
                 };
                 wait_ready(&lab, &mut server, &scratch.path)?;
-                let ladder = climb(ctx, &lab, &mut server, &scratch.path, clients, period, &what)?;
+                let ladder = climb(
+                    ctx,
+                    &lab,
+                    &mut server,
+                    &scratch.path,
+                    clients,
+                    period,
+                    &what,
+                )?;
                 server.check_running()?;
                 server.stop(Duration::from_secs(5));
                 let peak = ladder.peak().clone();
@@ -500,9 +550,15 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
 
     // Details: per server and client count, the peak step's counts (median round).
     let mut md = String::new();
-    let _ = writeln!(md, "Per server (the round with the median peak; counts from perfdhcp at the peak step):\n");
+    let _ = writeln!(
+        md,
+        "Per server (the round with the median peak; counts from perfdhcp at the peak step):\n"
+    );
     let _ = writeln!(md, "| server | clients | peak DORA/s | offered/s at peak | DISCOVER sent / OFFER received | REQUEST sent / ACK received | lost at peak | highest offered rate with < 1 % lost | lease file(s) after the run |");
-    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        md,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
     let mut by_key: BTreeMap<(u32, DhcpServer), Vec<&RunRecord>> = BTreeMap::new();
     for r in &records {
         by_key.entry((r.clients, r.server)).or_default().push(r);
@@ -510,8 +566,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     for ((clients, server), mut runs) in by_key {
         runs.sort_by(|a, b| a.peak_dora_per_s.total_cmp(&b.peak_dora_per_s));
         let mid = runs[runs.len() / 2];
-        let summary = Summary::of(&runs.iter().map(|r| r.peak_dora_per_s).collect::<Vec<_>>())
-            .expect("runs");
+        let summary =
+            Summary::of(&runs.iter().map(|r| r.peak_dora_per_s).collect::<Vec<_>>()).expect("runs");
         let peak = mid
             .ladder
             .iter()

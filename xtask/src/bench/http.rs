@@ -52,7 +52,9 @@ impl Fetch {
                 let mut c = ns.command("curl");
                 c.args(["-sS", "--fail", "--max-time", "120"]);
                 for (remote, out) in [KERNEL, INITRD].iter().zip(outs) {
-                    c.arg("-o").arg(out).arg(format!("http://{ip}:{PORT}/{remote}"));
+                    c.arg("-o")
+                        .arg(out)
+                        .arg(format!("http://{ip}:{PORT}/{remote}"));
                 }
                 c
             }
@@ -72,8 +74,11 @@ impl Fetch {
                     )
                 };
                 let mut c = ns.command("sh");
-                c.arg("-c")
-                    .arg(format!("{} && {}", one(KERNEL, &outs[0]), one(INITRD, &outs[1])));
+                c.arg("-c").arg(format!(
+                    "{} && {}",
+                    one(KERNEL, &outs[0]),
+                    one(INITRD, &outs[1])
+                ));
                 c
             }
         }
@@ -106,7 +111,13 @@ impl Side {
     }
 }
 
-fn start_nginx(nginx: &Path, ns: &Netns, ip: Ipv4Addr, root: &Path, scratch: &Path) -> Result<Server> {
+fn start_nginx(
+    nginx: &Path,
+    ns: &Netns,
+    ip: Ipv4Addr,
+    root: &Path,
+    scratch: &Path,
+) -> Result<Server> {
     let p = |name: &str| scratch.join(name).display().to_string();
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
         std::fs::create_dir_all(scratch.join(d))?;
@@ -129,7 +140,12 @@ fn start_nginx(nginx: &Path, ns: &Netns, ip: Ipv4Addr, root: &Path, scratch: &Pa
     let conf_path = scratch.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let mut c = ns.command(nginx);
-    c.arg("-p").arg(scratch).arg("-e").arg(scratch.join("nginx-error.log")).arg("-c").arg(&conf_path);
+    c.arg("-p")
+        .arg(scratch)
+        .arg("-e")
+        .arg(scratch.join("nginx-error.log"))
+        .arg("-c")
+        .arg(&conf_path);
     Server::spawn("nginx", c, &scratch.join("nginx.log"))
 }
 
@@ -147,7 +163,11 @@ fn wait_http(ns: &Netns, ip: Ipv4Addr, server: &mut Server, scratch: &Path) -> R
         }
         Ok(())
     });
-    r.map_err(|e| server.not_serving(&format!("does not serve HTTP on {ip}:{PORT} after 10 s ({e:#})")))
+    r.map_err(|e| {
+        server.not_serving(&format!(
+            "does not serve HTTP on {ip}:{PORT} after 10 s ({e:#})"
+        ))
+    })
 }
 
 /// `n` clients at once, each fetching kernel + initramfs; every file checked. Seconds from the
@@ -168,7 +188,10 @@ fn fetch_both(
         for o in &pair {
             let _ = std::fs::remove_file(o);
         }
-        cmds.push((fetch.command(ns, ip, &pair), outdir.join(format!("c{i}.log"))));
+        cmds.push((
+            fetch.command(ns, ip, &pair),
+            outdir.join(format!("c{i}.log")),
+        ));
         outs.push(pair);
     }
     let timeout = Duration::from_secs(if n == 1 { 60 } else { 240 });
@@ -190,7 +213,11 @@ fn fetch_both(
 /// (the size of the busybox initramfs nodes boot).
 fn initramfs_payload(ctx: &Ctx, dest: &Path) -> Result<Payload> {
     let built = ctx.workspace.join("target/cm-boot/initramfs.img");
-    let source = ctx.args.initramfs.clone().or_else(|| built.is_file().then_some(built));
+    let source = ctx
+        .args
+        .initramfs
+        .clone()
+        .or_else(|| built.is_file().then_some(built));
     match source {
         Some(p) => {
             let data = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -206,16 +233,25 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let tools = tftp::TftpTools::find(ctx)?;
     let nginx = super::deb::program(&ctx.cache, "nginx", "usr/sbin/nginx")
         .context("nginx (run from its unpacked .deb)")?;
-    section.tools.insert("nginx".into(), sys::version_line(&nginx, &["-v"]));
-    section.tools.insert("tftpd-hpa".into(), sys::version_line(&tools.in_tftpd, &["-V"]));
+    section
+        .tools
+        .insert("nginx".into(), sys::version_line(&nginx, &["-v"]));
+    section.tools.insert(
+        "tftpd-hpa".into(),
+        sys::version_line(&tools.in_tftpd, &["-V"]),
+    );
     if let Some(p) = sys::find_program("curl") {
-        section.tools.insert("curl".into(), sys::version_line(&p, &["--version"]));
+        section
+            .tools
+            .insert("curl".into(), sys::version_line(&p, &["--version"]));
     }
     let ours_ok = tftp::ours_tftp_available(ctx);
     let mut sides = vec![Side::Nginx, Side::TftpdHpa];
     match &ours_ok {
         Ok(()) => {
-            section.tools.insert("clustermaker".into(), ctx.ours().version());
+            section
+                .tools
+                .insert("clustermaker".into(), ctx.ours().version());
             sides.push(Side::Ours);
         }
         Err(why) => {
@@ -241,7 +277,11 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let rounds = ctx.rounds;
     for round in 0..rounds {
         for side in super::round_order(&sides, round) {
-            ctx.progress.set(format!("http round {}/{rounds}: starting {}", round + 1, side.name()));
+            ctx.progress.set(format!(
+                "http round {}/{rounds}: starting {}",
+                round + 1,
+                side.name()
+            ));
             let scratch = TempDir::new(&format!("http-{}", side.name()), false)?;
             let mut server = match side {
                 Side::Nginx => {
@@ -249,10 +289,26 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     wait_http(&ns, ip, &mut s, &scratch.path)?;
                     s
                 }
-                Side::TftpdHpa => tftp::start_server(ctx, &tools, TftpServer::TftpdHpa, &ns, ip, &root, &scratch.path)?,
+                Side::TftpdHpa => tftp::start_server(
+                    ctx,
+                    &tools,
+                    TftpServer::TftpdHpa,
+                    &ns,
+                    ip,
+                    &root,
+                    &scratch.path,
+                )?,
                 Side::Ours => {
                     // One `clustermaker serve` serves both: HTTP on PORT, TFTP on 69.
-                    let mut s = tftp::start_server(ctx, &tools, TftpServer::Ours, &ns, ip, &root, &scratch.path)?;
+                    let mut s = tftp::start_server(
+                        ctx,
+                        &tools,
+                        TftpServer::Ours,
+                        &ns,
+                        ip,
+                        &root,
+                        &scratch.path,
+                    )?;
                     wait_http(&ns, ip, &mut s, &scratch.path)?;
                     s
                 }
@@ -282,12 +338,19 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         samples.get(&(side, fetch, n)).cloned().unwrap_or_default()
     };
     let ours_http = |n: usize| match &ours_ok {
-        Ok(()) => Measure::new("clustermaker HTTP (curl)", &get(Side::Ours, Fetch::HttpCurl, n)),
+        Ok(()) => Measure::new(
+            "clustermaker HTTP (curl)",
+            &get(Side::Ours, Fetch::HttpCurl, n),
+        ),
         Err(_) => Measure::missing("clustermaker HTTP (curl)", "not available yet"),
     };
     let mb = (files[0].len + files[1].len) as f64 / 1e6;
     for &n in &counts {
-        let who = if n == 1 { "1 client".to_string() } else { format!("{n} clients at once (total)") };
+        let who = if n == 1 {
+            "1 client".to_string()
+        } else {
+            format!("{n} clients at once (total)")
+        };
         let workload = format!("kernel + initramfs ({mb:.1} MB), {who}");
         section.rows.push(Row::new(
             workload.clone(),
@@ -300,19 +363,37 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             workload.clone(),
             "s",
             Better::Lower,
-            Measure::new("tftpd-hpa TFTP (curl blksize 1468)", &get(Side::TftpdHpa, Fetch::TftpCurl, n)),
+            Measure::new(
+                "tftpd-hpa TFTP (curl blksize 1468)",
+                &get(Side::TftpdHpa, Fetch::TftpCurl, n),
+            ),
             ours_http(n),
         ));
         for fetch in [Fetch::TftpCurl, Fetch::TftpAtftp] {
             let anchor = match &ours_ok {
-                Ok(()) => Measure::new(format!("clustermaker {}", fetch.label()), &get(Side::Ours, fetch, n)),
-                Err(_) => Measure::missing(format!("clustermaker {}", fetch.label()), "not available yet"),
+                Ok(()) => Measure::new(
+                    format!("clustermaker {}", fetch.label()),
+                    &get(Side::Ours, fetch, n),
+                ),
+                Err(_) => Measure::missing(
+                    format!("clustermaker {}", fetch.label()),
+                    "not available yet",
+                ),
             };
-            section.rows.push(Row::new(workload.clone(), "s", Better::Lower, anchor, ours_http(n)));
+            section.rows.push(Row::new(
+                workload.clone(),
+                "s",
+                Better::Lower,
+                anchor,
+                ours_http(n),
+            ));
         }
     }
     let mut md = String::new();
-    let _ = writeln!(md, "Every way measured (median [min–max], seconds; MB/s at the median):\n");
+    let _ = writeln!(
+        md,
+        "Every way measured (median [min–max], seconds; MB/s at the median):\n"
+    );
     let _ = writeln!(md, "| server | transfer | 1 client | 20 clients at once |");
     let _ = writeln!(md, "| --- | --- | --- | --- |");
     for side in &sides {
@@ -325,7 +406,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                 ),
                 None => "—".into(),
             };
-            let _ = writeln!(md, "| {} | {} | {} | {} |", side.name(), fetch.label(), cell(1), cell(20));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                side.name(),
+                fetch.label(),
+                cell(1),
+                cell(20)
+            );
         }
     }
     section.details_md = md;

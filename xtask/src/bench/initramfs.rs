@@ -44,13 +44,18 @@ fn build_image(ctx: &Ctx, out: &std::path::Path) -> Result<Build> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let start_json = text.find('{').unwrap_or(0);
-    let report: serde_json::Value = serde_json::from_str(&text[start_json..])
-        .with_context(|| format!("cargo xtask build-image --json printed no JSON report: {text}"))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text[start_json..]).with_context(|| {
+            format!("cargo xtask build-image --json printed no JSON report: {text}")
+        })?;
     Ok(Build { wall_s, report })
 }
 
 /// `wait_with_output` with a bound: the child is killed after `timeout`.
-fn wait_with_timeout(child: std::process::Child, timeout: Duration) -> Result<std::process::Output> {
+fn wait_with_timeout(
+    child: std::process::Child,
+    timeout: Duration,
+) -> Result<std::process::Output> {
     let pid = child.id() as i32;
     let (tx, rx) = std::sync::mpsc::channel();
     let waiter = std::thread::spawn(move || {
@@ -72,19 +77,29 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let out = TempDir::new("initramfs", true)?;
     // Always one untimed build first: it fills the download cache and cargo's builds (xtask,
     // clustermaker), which would otherwise dominate the first round.
-    ctx.progress.set("initramfs: untimed first build (downloads, cargo build)");
+    ctx.progress
+        .set("initramfs: untimed first build (downloads, cargo build)");
     build_image(ctx, &out.join("warmup"))?;
     let mut builds = Vec::new();
     for round in 0..rounds {
-        ctx.progress.set(format!("initramfs round {}/{rounds}: cargo xtask build-image", round + 1));
+        ctx.progress.set(format!(
+            "initramfs round {}/{rounds}: cargo xtask build-image",
+            round + 1
+        ));
         // A new output directory each round: nothing to reuse but the download cache.
         builds.push(build_image(ctx, &out.join(format!("r{round}")))?);
     }
     let num = |b: &Build, key: &str| b.report[key].as_f64().unwrap_or(f64::NAN);
     let wall: Vec<f64> = builds.iter().map(|b| b.wall_s).collect();
     let own: Vec<f64> = builds.iter().map(|b| num(b, "build_secs")).collect();
-    let size: Vec<f64> = builds.iter().map(|b| num(b, "initramfs_size") / 1e6).collect();
-    let raw_size: Vec<f64> = builds.iter().map(|b| num(b, "initramfs_uncompressed_size") / 1e6).collect();
+    let size: Vec<f64> = builds
+        .iter()
+        .map(|b| num(b, "initramfs_size") / 1e6)
+        .collect();
+    let raw_size: Vec<f64> = builds
+        .iter()
+        .map(|b| num(b, "initramfs_uncompressed_size") / 1e6)
+        .collect();
     let hashes: Vec<&str> = builds
         .iter()
         .map(|b| b.report["initramfs_blake3"].as_str().unwrap_or("?"))
@@ -96,12 +111,28 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let mut md = String::new();
     let _ = writeln!(md, "| figure | value |");
     let _ = writeln!(md, "| --- | --- |");
-    let f = |v: &[f64], unit: &str| Summary::of(v).map(|s| fmt_summary(&s, unit)).unwrap_or_default();
-    let _ = writeln!(md, "| `cargo xtask build-image` wall time (warm caches) | {} |", f(&wall, "s"));
-    let _ = writeln!(md, "| its own build time (`build_secs`) | {} |", f(&own, "s"));
+    let f = |v: &[f64], unit: &str| {
+        Summary::of(v)
+            .map(|s| fmt_summary(&s, unit))
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        md,
+        "| `cargo xtask build-image` wall time (warm caches) | {} |",
+        f(&wall, "s")
+    );
+    let _ = writeln!(
+        md,
+        "| its own build time (`build_secs`) | {} |",
+        f(&own, "s")
+    );
     let _ = writeln!(md, "| initramfs.img size | {} |", f(&size, "MB"));
     let _ = writeln!(md, "| uncompressed cpio | {} |", f(&raw_size, "MB"));
-    let _ = writeln!(md, "| kernel | {} |", first["kernel_version"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        md,
+        "| kernel | {} |",
+        first["kernel_version"].as_str().unwrap_or("?")
+    );
     let _ = writeln!(md, "| kernel modules in the image | {modules} |");
     let _ = writeln!(
         md,

@@ -48,7 +48,13 @@ pub enum Which {
 }
 
 impl Which {
-    const ALL: [Which; 5] = [Which::Dhcp, Which::Tftp, Which::Http, Which::Boot, Which::Initramfs];
+    const ALL: [Which; 5] = [
+        Which::Dhcp,
+        Which::Tftp,
+        Which::Http,
+        Which::Boot,
+        Which::Initramfs,
+    ];
 }
 
 /// `cargo xtask bench`: ours vs the established tools, results in docs/BENCHMARKS.md.
@@ -87,7 +93,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub initramfs: Option<PathBuf>,
     /// DHCP: simulated client counts
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000", value_name = "N,N")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,10000",
+        value_name = "N,N"
+    )]
     pub dhcp_clients: Vec<u32>,
 }
 
@@ -109,10 +120,12 @@ impl Ctx {
     /// Our binary, built on first use.
     pub fn ours(&self) -> &Ours {
         self.ours.get_or_init(|| {
-            self.progress.set("building clustermaker (cargo build --release -p clustermaker)");
+            self.progress
+                .set("building clustermaker (cargo build --release -p clustermaker)");
             let o = Ours::locate(&self.workspace, self.args.clustermaker.as_deref());
             if let Err(e) = &o.bin {
-                self.progress.line(format!("bench: no clustermaker binary: {e}"));
+                self.progress
+                    .line(format!("bench: no clustermaker binary: {e}"));
             }
             o
         })
@@ -129,7 +142,12 @@ impl Ctx {
             .flatten()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("linux-image-"))
-            .flat_map(|e| std::fs::read_dir(e.path().join("boot")).into_iter().flatten().flatten())
+            .flat_map(|e| {
+                std::fs::read_dir(e.path().join("boot"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
             .map(|e| e.path())
             .filter(|p| {
                 p.file_name()
@@ -278,7 +296,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let selected: Vec<Which> = if args.only.is_empty() {
         Which::ALL.to_vec()
     } else {
-        Which::ALL.iter().copied().filter(|w| args.only.contains(w)).collect()
+        Which::ALL
+            .iter()
+            .copied()
+            .filter(|w| args.only.contains(w))
+            .collect()
     };
     let ctx = Ctx {
         workspace: workspace.clone(),
@@ -323,11 +345,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 for r in &s.rows {
                     ctx.progress.line(format!(
                         "{}: {} — {} vs {}: {}",
-                        s.id,
-                        r.workload,
-                        r.anchor.who,
-                        r.ours.who,
-                        r.verdict
+                        s.id, r.workload, r.anchor.who, r.ours.who, r.verdict
                     ));
                 }
                 report.sections.push(s);
@@ -352,7 +370,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if !failures.is_empty() {
-        bail!("{} benchmark(s) failed:\n{}", failures.len(), failures.join("\n"));
+        bail!(
+            "{} benchmark(s) failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
     Ok(())
 }
@@ -362,7 +384,11 @@ fn write_markdown(path: &Path, report: &Report, rounds: usize, long_rounds: usiz
     // update_markdown keeps the sections it is not given, so write them one at a time.
     for s in &report.sections {
         let mut one = report.clone();
-        one.rounds = if matches!(s.id.as_str(), "tftp" | "http") { rounds } else { long_rounds };
+        one.rounds = if matches!(s.id.as_str(), "tftp" | "http") {
+            rounds
+        } else {
+            long_rounds
+        };
         one.sections = vec![s.clone()];
         report::update_markdown(path, &one).context("updating the benchmarks document")?;
     }

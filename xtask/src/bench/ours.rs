@@ -60,11 +60,20 @@ impl Ours {
         if err.contains("unknown field") || err.contains("unknown variant") {
             return Ok(Some(err));
         }
-        bail!("clustermaker refuses the bench configuration {}: {err}", config.display())
+        bail!(
+            "clustermaker refuses the bench configuration {}: {err}",
+            config.display()
+        )
     }
 
     /// Starts `clustermaker --config FILE serve` inside `ns`.
-    pub fn serve(&self, ns: &Netns, config: &Path, log: &Path, env: &[(&str, &str)]) -> Result<Server> {
+    pub fn serve(
+        &self,
+        ns: &Netns,
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let mut cmd = ns.command(self.bin()?);
         cmd.arg("--config").arg(config).arg("serve");
         for (k, v) in env {
@@ -153,7 +162,11 @@ impl Config {
         let mut t = String::new();
         let _ = writeln!(t, "# written by cargo xtask bench");
         let _ = writeln!(t, "state_dir = {:?}", self.state_dir.display().to_string());
-        let _ = writeln!(t, "\n[network]\ninterface = {:?}\naddress = \"{}\"", self.interface, self.address);
+        let _ = writeln!(
+            t,
+            "\n[network]\ninterface = {:?}\naddress = \"{}\"",
+            self.interface, self.address
+        );
         if let Some(p) = self.prefix_len {
             let _ = writeln!(t, "prefix_len = {p}");
         }

@@ -95,11 +95,20 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(workload: impl Into<String>, unit: &str, better: Better, anchor: Measure, ours: Measure) -> Row {
+    pub fn new(
+        workload: impl Into<String>,
+        unit: &str,
+        better: Better,
+        anchor: Measure,
+        ours: Measure,
+    ) -> Row {
         let (ratio, speedup) = match (&anchor.summary, &ours.summary) {
             (Some(a), Some(o)) if a.median > 0.0 && o.median > 0.0 => {
                 let r = o.median / a.median;
-                (Some(r), Some(if better == Better::Lower { 1.0 / r } else { r }))
+                (
+                    Some(r),
+                    Some(if better == Better::Lower { 1.0 / r } else { r }),
+                )
             }
             _ => (None, None),
         };
@@ -285,7 +294,11 @@ pub fn fmt_num(v: f64) -> String {
 }
 
 pub fn fmt_summary(s: &Summary, unit: &str) -> String {
-    let unit = if unit.is_empty() { String::new() } else { format!(" {unit}") };
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
     if s.samples.len() == 1 {
         format!("{}{unit}", fmt_num(s.median))
     } else {
@@ -351,7 +364,11 @@ pub fn section_markdown(report: &Report, s: &Section) -> String {
                 cell(&r.workload),
                 cell(&r.anchor.who),
                 cell(&fmt_measure(&r.anchor, &r.unit)),
-                cell(&format!("{}: {}", r.ours.who, fmt_measure(&r.ours, &r.unit))),
+                cell(&format!(
+                    "{}: {}",
+                    r.ours.who,
+                    fmt_measure(&r.ours, &r.unit)
+                )),
                 ratio,
                 cell(&r.verdict)
             );
@@ -389,11 +406,7 @@ pub fn section_markdown(report: &Report, s: &Section) -> String {
         md.push('\n');
     }
     if !s.tools.is_empty() {
-        let tools: Vec<String> = s
-            .tools
-            .iter()
-            .map(|(k, v)| format!("{k}: `{v}`"))
-            .collect();
+        let tools: Vec<String> = s.tools.iter().map(|(k, v)| format!("{k}: `{v}`")).collect();
         let _ = writeln!(md, "Tools: {}.\n", tools.join("; "));
     }
     let _ = writeln!(md, "<!-- bench:{}:end -->", s.id);
@@ -473,10 +486,22 @@ mod tests {
 
     #[test]
     fn verdict_direction() {
-        let r = Row::new("w", "s", Better::Lower, Measure::new("a", &[2.0]), Measure::new("o", &[1.0]));
+        let r = Row::new(
+            "w",
+            "s",
+            Better::Lower,
+            Measure::new("a", &[2.0]),
+            Measure::new("o", &[1.0]),
+        );
         assert_eq!(r.verdict, "2.00× faster");
         assert_eq!(r.ratio_ours_over_anchor, Some(0.5));
-        let r = Row::new("w", "/s", Better::Higher, Measure::new("a", &[200.0]), Measure::new("o", &[100.0]));
+        let r = Row::new(
+            "w",
+            "/s",
+            Better::Higher,
+            Measure::new("a", &[200.0]),
+            Measure::new("o", &[100.0]),
+        );
         assert_eq!(r.verdict, "2.00× slower");
     }
 

@@ -216,11 +216,10 @@ impl Netns {
         let name = format!("{NETNS_PREFIX}{}-{}", std::process::id(), next_n());
         // Registered before it exists (see cleanup_all_and_exit).
         let reg = register(Item::Netns(name.clone()));
-        let made = run_cmd(Command::new("ip").args(["netns", "add", &name]))
-            .and_then(|_| {
-                File::open(format!("/run/netns/{name}"))
-                    .with_context(|| format!("cannot open /run/netns/{name}"))
-            });
+        let made = run_cmd(Command::new("ip").args(["netns", "add", &name])).and_then(|_| {
+            File::open(format!("/run/netns/{name}"))
+                .with_context(|| format!("cannot open /run/netns/{name}"))
+        });
         let handle = match made {
             Ok(f) => f,
             Err(e) => {
@@ -311,11 +310,16 @@ impl TempDir {
         } else {
             std::env::temp_dir()
         };
-        let path = base.join(format!("cm-bench-{}-{}-{tag}", std::process::id(), next_n()));
+        let path = base.join(format!(
+            "cm-bench-{}-{}-{tag}",
+            std::process::id(),
+            next_n()
+        ));
         // Registered before it exists (see cleanup_all_and_exit); the guard removes it on error.
         let reg = register(Item::Dir(path.clone()));
         let dir = TempDir { path, reg };
-        fs::create_dir(&dir.path).with_context(|| format!("cannot create {}", dir.path.display()))?;
+        fs::create_dir(&dir.path)
+            .with_context(|| format!("cannot create {}", dir.path.display()))?;
         // Servers that drop privileges (tftpd-hpa, atftpd, dnsmasq) must be able to read.
         fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o755))?;
         Ok(dir)
@@ -531,7 +535,9 @@ pub fn run_clients(
                                 libc::WEXITED | libc::WNOWAIT,
                             )
                         };
-                        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                        if rc == 0
+                            || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+                        {
                             break;
                         }
                     }
@@ -570,16 +576,17 @@ pub fn run_clients(
         }
         let status = child.wait()?;
         unregister(reg);
-        runs.push(ClientRun {
-            status,
-            log,
-        });
+        runs.push(ClientRun { status, log });
     }
     if let Some(e) = spawn_error {
         return Err(e);
     }
     if timed_out {
-        let stuck = runs.iter().zip(&ended).find(|(_, e)| e.is_none()).map(|(r, _)| r);
+        let stuck = runs
+            .iter()
+            .zip(&ended)
+            .find(|(_, e)| e.is_none())
+            .map(|(r, _)| r);
         bail!(
             "{remaining} of {n} clients did not finish within {timeout:?}{}",
             stuck
@@ -587,7 +594,12 @@ pub fn run_clients(
                 .unwrap_or_default()
         );
     }
-    let wall = ended.iter().flatten().max().map(|t| *t - start).unwrap_or_default();
+    let wall = ended
+        .iter()
+        .flatten()
+        .max()
+        .map(|t| *t - start)
+        .unwrap_or_default();
     Ok((wall, runs))
 }
 
@@ -650,9 +662,8 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 
 /// Like [`find_program`], failing with the Debian package to install.
 pub fn require_program(program: &str, package: &str) -> Result<PathBuf> {
-    find_program(program).ok_or_else(|| {
-        anyhow!("`{program}` is not installed (fix: apt-get install -y {package})")
-    })
+    find_program(program)
+        .ok_or_else(|| anyhow!("`{program}` is not installed (fix: apt-get install -y {package})"))
 }
 
 /// First line of a program's version output (`--version` or whatever `args` say).
@@ -665,7 +676,11 @@ pub fn version_line(program: &Path, args: &[&str]) -> String {
         .map(|o| {
             let mut text = String::from_utf8_lossy(&o.stdout).to_string();
             text.push_str(&String::from_utf8_lossy(&o.stderr));
-            let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+            let line = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("");
             // `curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 OpenSSL/…`: up to the first
             // word with a digit (the version).
             if line.len() > 60 {

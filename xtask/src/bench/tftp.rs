@@ -126,15 +126,25 @@ impl TftpTools {
         Ok(TftpTools {
             in_tftpd: sys::require_program("in.tftpd", "tftpd-hpa")?,
             dnsmasq: sys::require_program("dnsmasq", "dnsmasq-base")?,
-            atftpd: super::deb::program(&ctx.cache, "atftpd", "usr/sbin/atftpd")
-                .context("atftpd (run from its unpacked .deb: it conflicts with tftpd-hpa as a package)")?,
+            atftpd: super::deb::program(&ctx.cache, "atftpd", "usr/sbin/atftpd").context(
+                "atftpd (run from its unpacked .deb: it conflicts with tftpd-hpa as a package)",
+            )?,
         })
     }
 
     pub fn versions(&self, into: &mut BTreeMap<String, String>) {
-        into.insert("tftpd-hpa".into(), sys::version_line(&self.in_tftpd, &["-V"]));
-        into.insert("dnsmasq".into(), sys::version_line(&self.dnsmasq, &["--version"]));
-        into.insert("atftpd".into(), sys::version_line(&self.atftpd, &["--version"]));
+        into.insert(
+            "tftpd-hpa".into(),
+            sys::version_line(&self.in_tftpd, &["-V"]),
+        );
+        into.insert(
+            "dnsmasq".into(),
+            sys::version_line(&self.dnsmasq, &["--version"]),
+        );
+        into.insert(
+            "atftpd".into(),
+            sys::version_line(&self.atftpd, &["--version"]),
+        );
         if let Some(p) = sys::find_program("curl") {
             into.insert("curl".into(), sys::version_line(&p, &["--version"]));
         }
@@ -164,16 +174,32 @@ pub fn start_server(
         TftpServer::TftpdHpa => {
             let mut c = ns.command(&tools.in_tftpd);
             // -L: stay in the foreground; -s: chroot to the root (Debian's default setup).
-            c.arg("-L").arg("-s").arg(root).arg("-a").arg(format!("{ip}:69"));
+            c.arg("-L")
+                .arg("-s")
+                .arg(root)
+                .arg("-a")
+                .arg(format!("{ip}:69"));
             Server::spawn("tftpd-hpa", c, &log)?
         }
         TftpServer::Dnsmasq => {
             let mut c = ns.command(&tools.dnsmasq);
-            c.args(["-k", "--conf-file=/dev/null", "--port=0", "--enable-tftp", "--bind-interfaces"])
-                .arg(format!("--listen-address={ip}"))
-                .arg(format!("--tftp-root={}", root.display()))
-                .arg(format!("--pid-file={}", scratch.join("dnsmasq-tftp.pid").display()))
-                .arg(format!("--log-facility={}", scratch.join("dnsmasq-tftp.syslog").display()));
+            c.args([
+                "-k",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--enable-tftp",
+                "--bind-interfaces",
+            ])
+            .arg(format!("--listen-address={ip}"))
+            .arg(format!("--tftp-root={}", root.display()))
+            .arg(format!(
+                "--pid-file={}",
+                scratch.join("dnsmasq-tftp.pid").display()
+            ))
+            .arg(format!(
+                "--log-facility={}",
+                scratch.join("dnsmasq-tftp.syslog").display()
+            ));
             Server::spawn("dnsmasq (TFTP)", c, &log)?
         }
         TftpServer::Atftpd => {
@@ -204,7 +230,9 @@ pub fn start_server(
     });
     if let Err(e) = ready {
         server.check_running()?;
-        return Err(server.not_serving(&format!("does not serve TFTP on {ip}:69 after 10 s ({e:#})")));
+        return Err(server.not_serving(&format!(
+            "does not serve TFTP on {ip}:69 after 10 s ({e:#})"
+        )));
     }
     Ok(server)
 }
@@ -246,7 +274,12 @@ pub fn start_ours_tftp(
         return Ok(None);
     }
     let log = scratch.join("clustermaker-tftp.log");
-    Ok(Some(ours.serve(ns, &path, &log, &[("CLUSTERMAKER_LOG", "warn")])?))
+    Ok(Some(ours.serve(
+        ns,
+        &path,
+        &log,
+        &[("CLUSTERMAKER_LOG", "warn")],
+    )?))
 }
 
 /// Whether ours has a TFTP server; `Err(why)` when not.
@@ -256,7 +289,12 @@ pub fn ours_tftp_available(ctx: &Ctx) -> std::result::Result<(), String> {
         return Err(format!("{e:#}"));
     }
     let dir = TempDir::new("tftpcheck", false).map_err(|e| e.to_string())?;
-    let mut cfg = OursConfig::new(&dir.join("state"), "lo", Ipv4Addr::LOCALHOST, &dir.join("images"));
+    let mut cfg = OursConfig::new(
+        &dir.join("state"),
+        "lo",
+        Ipv4Addr::LOCALHOST,
+        &dir.join("images"),
+    );
     cfg.extra = ours_tftp_section(&dir.path);
     let path = cfg.write(&dir.join("c.toml")).map_err(|e| e.to_string())?;
     match ours.check_config(&path) {
@@ -274,7 +312,11 @@ pub fn kernel_payload(ctx: &Ctx, dest: &Path) -> Result<Payload> {
     if let Some(k) = ctx.find_kernel() {
         std::fs::copy(&k, dest).with_context(|| format!("cannot copy {}", k.display()))?;
         sys::write_readable(dest, &std::fs::read(dest)?)?;
-        let name = k.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = k
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         return Payload::from_file(dest, format!("Debian cloud kernel {name}"));
     }
     Payload::random(dest, 14 << 20, 0x005e_ed14)
@@ -300,7 +342,11 @@ impl Workload {
         if self.parallel == 1 {
             format!("{size}, 1 client, {}", self.client.label())
         } else {
-            format!("{size}, {} clients at once (total), {}", self.parallel, self.client.label())
+            format!(
+                "{size}, {} clients at once (total), {}",
+                self.parallel,
+                self.client.label()
+            )
         }
     }
 
@@ -327,7 +373,10 @@ pub fn fetch_parallel(
     for i in 0..n {
         let out = outdir.join(format!("dl{i}"));
         let _ = std::fs::remove_file(&out);
-        cmds.push((client.command(ns, ip, remote, &out), outdir.join(format!("dl{i}.log"))));
+        cmds.push((
+            client.command(ns, ip, remote, &out),
+            outdir.join(format!("dl{i}.log")),
+        ));
         outs.push(out);
     }
     let timeout = Duration::from_secs(if n == 1 { 60 } else { 180 });
@@ -350,7 +399,9 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ctx.progress.line(format!("tftp: ours not measured: {why}"));
         section.notes.push(format!("ours: {why}"));
     } else {
-        section.tools.insert("clustermaker".into(), ctx.ours().version());
+        section
+            .tools
+            .insert("clustermaker".into(), ctx.ours().version());
     }
 
     let dir = TempDir::new("tftp", false)?;
@@ -364,13 +415,32 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let ip = Ipv4Addr::LOCALHOST;
 
     let workloads = [
-        Workload { client: TftpClient::Curl1468, parallel: 1 },
-        Workload { client: TftpClient::Hpa512, parallel: 1 },
-        Workload { client: TftpClient::AtftpW16, parallel: 1 },
-        Workload { client: TftpClient::Curl1468, parallel: 20 },
-        Workload { client: TftpClient::AtftpW16, parallel: 20 },
+        Workload {
+            client: TftpClient::Curl1468,
+            parallel: 1,
+        },
+        Workload {
+            client: TftpClient::Hpa512,
+            parallel: 1,
+        },
+        Workload {
+            client: TftpClient::AtftpW16,
+            parallel: 1,
+        },
+        Workload {
+            client: TftpClient::Curl1468,
+            parallel: 20,
+        },
+        Workload {
+            client: TftpClient::AtftpW16,
+            parallel: 20,
+        },
     ];
-    let mut servers = vec![TftpServer::TftpdHpa, TftpServer::Dnsmasq, TftpServer::Atftpd];
+    let mut servers = vec![
+        TftpServer::TftpdHpa,
+        TftpServer::Dnsmasq,
+        TftpServer::Atftpd,
+    ];
     if ours_ok.is_ok() {
         servers.push(TftpServer::Ours);
     }
@@ -379,12 +449,24 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     for round in 0..rounds {
         let order = super::round_order(&servers, round);
         for &server in &order {
-            ctx.progress
-                .set(format!("tftp round {}/{rounds}: starting {}", round + 1, server.name()));
+            ctx.progress.set(format!(
+                "tftp round {}/{rounds}: starting {}",
+                round + 1,
+                server.name()
+            ));
             let scratch = TempDir::new(&format!("tftp-{}", server.name()), false)?;
             let srv = start_server(ctx, &tools, server, &ns, ip, &root, &scratch.path)?;
             // Warm-up, untimed: page cache, first-request paths; checked like every fetch.
-            fetch_parallel(&ns, TftpClient::Curl1468, ip, FILE, &payload, 1, &outdir, server.name())?;
+            fetch_parallel(
+                &ns,
+                TftpClient::Curl1468,
+                ip,
+                FILE,
+                &payload,
+                1,
+                &outdir,
+                server.name(),
+            )?;
             for (w, workload) in workloads.iter().enumerate() {
                 if !workload.applies(server) {
                     continue;
@@ -414,16 +496,31 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     }
 
     for (w, workload) in workloads.iter().enumerate() {
-        for &anchor in &[TftpServer::TftpdHpa, TftpServer::Dnsmasq, TftpServer::Atftpd] {
+        for &anchor in &[
+            TftpServer::TftpdHpa,
+            TftpServer::Dnsmasq,
+            TftpServer::Atftpd,
+        ] {
             if !workload.applies(anchor) {
                 continue;
             }
-            let a = Measure::new(anchor.name(), samples.get(&(w, anchor)).map(Vec::as_slice).unwrap_or(&[]));
+            let a = Measure::new(
+                anchor.name(),
+                samples.get(&(w, anchor)).map(Vec::as_slice).unwrap_or(&[]),
+            );
             let o = match &ours_ok {
-                Ok(()) => Measure::new("clustermaker", samples.get(&(w, TftpServer::Ours)).map(Vec::as_slice).unwrap_or(&[])),
+                Ok(()) => Measure::new(
+                    "clustermaker",
+                    samples
+                        .get(&(w, TftpServer::Ours))
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
+                ),
                 Err(_) => Measure::missing("clustermaker", "not available yet"),
             };
-            section.rows.push(Row::new(workload.label(&size), "s", Better::Lower, a, o));
+            section
+                .rows
+                .push(Row::new(workload.label(&size), "s", Better::Lower, a, o));
         }
     }
     let mut md = String::new();
@@ -431,14 +528,30 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         md,
         "Throughput at the medians (MB/s; 20 clients: all bytes of all clients over the total time):\n"
     );
-    let _ = writeln!(md, "| workload | {} |", servers.iter().map(|s| s.name()).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(
+        md,
+        "| workload | {} |",
+        servers
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
     let _ = writeln!(md, "| --- |{}", " --- |".repeat(servers.len()));
     for (w, workload) in workloads.iter().enumerate() {
         let cells: Vec<String> = servers
             .iter()
-            .map(|s| match samples.get(&(w, *s)).and_then(|v| super::report::Summary::of(v)) {
-                Some(sum) => format!("{:.0}", payload.len as f64 * workload.parallel as f64 / sum.median / 1e6),
-                None => "—".into(),
+            .map(|s| {
+                match samples
+                    .get(&(w, *s))
+                    .and_then(|v| super::report::Summary::of(v))
+                {
+                    Some(sum) => format!(
+                        "{:.0}",
+                        payload.len as f64 * workload.parallel as f64 / sum.median / 1e6
+                    ),
+                    None => "—".into(),
+                }
             })
             .collect();
         let _ = writeln!(md, "| {} | {} |", workload.label(&size), cells.join(" | "));
