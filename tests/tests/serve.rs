@@ -116,23 +116,7 @@ fn a_registered_node_gets_its_address_and_name_and_every_stage_is_tracked() -> R
     );
 
     // The first-stage loader over TFTP, the script and the image over HTTP (with Range).
-    let out = work.join("undionly.kpxe");
-    lab.client.run(
-        "tftp",
-        &[
-            "10.98.0.1",
-            "-m",
-            "binary",
-            "-c",
-            "get",
-            "undionly.kpxe",
-            out.to_str().unwrap(),
-        ],
-    )?;
-    assert_eq!(
-        std::fs::read(&out)?,
-        std::fs::read("/usr/lib/ipxe/undionly.kpxe")?
-    );
+    fetch_loader_over_tftp(&lab, &work)?;
     let script_url = format!("http://10.98.0.1:8080/boot/{}.ipxe", mac.replace(':', "-"));
     let text = String::from_utf8(lab.client.run("curl", &["-sf", &script_url])?.stdout)?;
     assert!(
@@ -349,6 +333,26 @@ fn a_bad_configuration_is_refused_with_file_key_and_reason() -> Result<()> {
     Ok(())
 }
 
+/// Fetches undionly.kpxe from the master with tftp-hpa and checks it arrived intact.
+fn fetch_loader_over_tftp(lab: &Lab, dir: &std::path::Path) -> Result<()> {
+    let out = dir.join("undionly.kpxe");
+    let args = [
+        "10.98.0.1",
+        "-m",
+        "binary",
+        "-c",
+        "get",
+        "undionly.kpxe",
+        out.to_str().unwrap(),
+    ];
+    lab.client.run("tftp", &args)?;
+    assert_eq!(
+        std::fs::read(&out)?,
+        std::fs::read("/usr/lib/ipxe/undionly.kpxe")?
+    );
+    Ok(())
+}
+
 /// A fake image: a kernel-sized file and an initramfs-sized one.
 fn tempdir_with_image() -> Result<cm_tests::master::tempfile_dir::TempDir> {
     let dir = cm_tests::master::tempfile_dir::TempDir::new("cmimg")?;
@@ -380,22 +384,6 @@ fn with_dhcp_off_the_other_services_keep_serving() -> Result<()> {
     lab.client.addr(&lab.client_if, "10.98.0.9/24")?;
     // Served after the DHCP task has long returned.
     std::thread::sleep(Duration::from_millis(500));
-    let out = master.dir.path().join("u.kpxe");
-    lab.client.run(
-        "tftp",
-        &[
-            "10.98.0.1",
-            "-m",
-            "binary",
-            "-c",
-            "get",
-            "undionly.kpxe",
-            out.to_str().unwrap(),
-        ],
-    )?;
-    assert_eq!(
-        std::fs::read(&out)?,
-        std::fs::read("/usr/lib/ipxe/undionly.kpxe")?
-    );
+    fetch_loader_over_tftp(&lab, master.dir.path())?;
     Ok(())
 }
