@@ -51,6 +51,35 @@ fn udhcpc_script(dir: &std::path::Path) -> std::path::PathBuf {
     script
 }
 
+/// One DHCP exchange with busybox udhcpc posing as a PXE client of architecture `arch`
+/// (option 93 and a PXEClient vendor class), also asking for the MTU.
+fn pxe_dhcp(lab: &Lab, script: &std::path::Path, arch: u16) -> Result<()> {
+    let arch_option = format!("0x5d:{arch:04x}");
+    let vendor = format!("PXEClient:Arch:{arch:05}:UNDI:002001");
+    let script = script.to_str().unwrap();
+    let args = [
+        "-f",
+        "-q",
+        "-n",
+        "-i",
+        &lab.client_if,
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        script,
+        "-O",
+        "mtu",
+        "-x",
+        &arch_option,
+        "-V",
+        &vendor,
+    ];
+    lab.client.run("udhcpc", &args)?;
+    Ok(())
+}
+
 fn lease_var(dir: &std::path::Path, name: &str) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("lease.env")).ok()?;
     text.lines()
@@ -83,28 +112,7 @@ fn a_registered_node_gets_its_address_and_name_and_every_stage_is_tracked() -> R
 
     let work = master.dir.path().to_path_buf();
     let script = udhcpc_script(&work);
-    lab.client.run(
-        "udhcpc",
-        &[
-            "-f",
-            "-q",
-            "-n",
-            "-i",
-            &lab.client_if,
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            script.to_str().unwrap(),
-            "-O",
-            "mtu",
-            "-x",
-            "0x5d:0000",
-            "-V",
-            "PXEClient:Arch:00000:UNDI:002001",
-        ],
-    )?;
+    pxe_dhcp(&lab, &script, 0)?;
     assert_eq!(lease_var(&work, "ip").as_deref(), Some("10.98.0.42"));
     assert_eq!(lease_var(&work, "hostname").as_deref(), Some("web1"));
     assert_eq!(lease_var(&work, "router").as_deref(), Some("10.98.0.254"));
@@ -218,29 +226,7 @@ fn an_unknown_pxe_client_is_discovered_and_node_add_gives_it_its_reservation() -
     let mac = mac_of(&lab.client, &lab.client_if);
     let work = master.dir.path().to_path_buf();
     let script = udhcpc_script(&work);
-    let dhcp = |lab: &Lab| {
-        lab.client.run(
-            "udhcpc",
-            &[
-                "-f",
-                "-q",
-                "-n",
-                "-i",
-                &lab.client_if,
-                "-t",
-                "5",
-                "-T",
-                "1",
-                "-s",
-                script.to_str().unwrap(),
-                "-x",
-                "0x5d:0007",
-                "-V",
-                "PXEClient:Arch:00007:UNDI:003016",
-            ],
-        )
-    };
-    dhcp(&lab)?;
+    pxe_dhcp(&lab, &script, 7)?;
     let pool_ip = lease_var(&work, "ip").unwrap();
     assert!(pool_ip.starts_with("10.98.0.1"), "{pool_ip}");
     assert_eq!(lease_var(&work, "boot_file").as_deref(), Some("ipxe.efi"));
@@ -256,7 +242,7 @@ fn an_unknown_pxe_client_is_discovered_and_node_add_gives_it_its_reservation() -
         },
     )?;
     assert_eq!(found["arch"], "efi-bc");
-    assert_eq!(found["vendor_class"], "PXEClient:Arch:00007:UNDI:003016");
+    assert_eq!(found["vendor_class"], "PXEClient:Arch:00007:UNDI:002001");
 
     // Duplicates are refused with a one-line reason.
     master.cli(&["node", "add", "db1", "--mac", &mac, "--ip", "10.98.0.77"])?;
@@ -307,7 +293,7 @@ fn an_unknown_pxe_client_is_discovered_and_node_add_gives_it_its_reservation() -
                 .then_some(())
         },
     )?;
-    dhcp(&lab)?;
+    pxe_dhcp(&lab, &script, 7)?;
     assert_eq!(lease_var(&work, "ip").as_deref(), Some("10.98.0.77"));
     assert_eq!(lease_var(&work, "hostname").as_deref(), Some("db1"));
     Ok(())
