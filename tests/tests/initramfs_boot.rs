@@ -33,32 +33,6 @@ fn bios_node_boots_initramfs_and_reports_online() {
     );
 }
 
-/// Ignored by default to keep CI's VM boots few: UEFI boots are covered against `clustermaker
-/// serve` in pxe_boot.rs. Run with `cargo test -p cm-tests --test initramfs_boot -- --ignored`.
-#[test]
-#[ignore = "one more TCG boot; UEFI is covered against serve in pxe_boot.rs"]
-fn uefi_node_boots_initramfs_and_reports_online() {
-    let test = "uefi_node_boots_initramfs_and_reports_online";
-    if !Path::new(cm_tests::qemu::OVMF_CODE).exists() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "{test} needs {}; .ci/run must install ovmf",
-                cm_tests::qemu::OVMF_CODE
-            );
-        }
-        eprintln!(
-            "skipping {test}: {} missing (apt-get install -y ovmf)",
-            cm_tests::qemu::OVMF_CODE
-        );
-        return;
-    }
-    boot_and_report(
-        test,
-        Boot::UefiPxe { native_pxe: false },
-        "52:54:00:c0:00:02",
-    );
-}
-
 fn boot_and_report(test: &str, boot: Boot, mac: &str) {
     if !require_root(test)
         || !require_program(test, "qemu-system-x86_64")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use cm_tests::{require_program, wait_for};
@@ -791,120 +791,4 @@ fn wrapped_source_serves_memory_and_disk() {
     assert_eq!(seen[0].1, "boot/52-54-00-12-34-56.ipxe");
     assert_eq!(seen[0].2, script.len() as u64);
     assert_eq!(seen[0].0, s.local_addr().unwrap());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Side-by-side timings (not run by default).
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn timed(f: impl FnOnce()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
-
-fn parallel_curl(port: u16, lab: &Lab) {
-    let children: Vec<_> = (0..20)
-        .map(|i| {
-            Command::new("curl")
-                .args(["-sS", "--tftp-blksize", "1468", "-o"])
-                .arg(lab.out(&format!("bench-par-{i}")))
-                .arg(format!("tftp://127.0.0.1:{port}/kernel"))
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
-    }
-    for i in 0..20 {
-        same(lab, "kernel", &lab.out(&format!("bench-par-{i}")));
-    }
-}
-
-#[test]
-#[ignore = "timing run: cargo test -p cm-tests --release --test tftp -- --ignored --nocapture"]
-fn bench_against_tftpd_hpa() {
-    for p in ["curl", "atftp", "in.tftpd"] {
-        if !require_program("bench_against_tftpd_hpa", p) {
-            return;
-        }
-    }
-    let lab = Lab::new();
-    std::fs::write(lab.root.join("kernel"), noise(14 * MIB, 14)).unwrap();
-    let workers = std::env::var("CM_TFTP_WORKERS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(0);
-    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let server = TftpServer::bind(
-        local,
-        config(&lab.root),
-        Arc::new(RootDir::new(&lab.root).unwrap()),
-        Arc::new(netboot::tftp::NoTransferObserver),
-    )
-    .unwrap()
-    .spawn_background(workers)
-    .unwrap();
-    let ours = server.local_addr().port();
-    // tftpd-hpa on a free port, in the foreground (-L), killed at the end.
-    let hpa_port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut hpa = cm_tests::ChildGuard(
-        Command::new("in.tftpd")
-            .args(["-L", "-s"])
-            .arg(&lab.root)
-            .args(["-a", &format!("127.0.0.1:{hpa_port}")])
-            .spawn()
-            .unwrap(),
-    );
-    let probe = client();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    wait_for("tftpd-hpa", Duration::from_secs(10), || {
-        probe
-            .send_to(&rrq(b"nope", b"octet", &[]), ("127.0.0.1", hpa_port))
-            .ok()?;
-        recv(&probe).ok()
-    })
-    .unwrap();
-    // Rounds alternate between the two servers so that load from elsewhere hits both alike.
-    let out = lab.out("bench-out");
-    let rounds = 7;
-    let (mut single, mut window, mut par) = ([vec![], vec![]], vec![], [vec![], vec![]]);
-    for _ in 0..rounds {
-        for (i, port) in [ours, hpa_port].into_iter().enumerate() {
-            single[i].push(timed(|| curl(port, "kernel", &out, 1468).unwrap()));
-            same(&lab, "kernel", &out);
-        }
-        // tftpd-hpa 5.2 does not negotiate windowsize: only ours here (atftpd is the anchor).
-        window.push(timed(|| atftp(ours, "kernel", &out, 1468, 16).unwrap()));
-        same(&lab, "kernel", &out);
-    }
-    for _ in 0..3 {
-        for (i, port) in [ours, hpa_port].into_iter().enumerate() {
-            par[i].push(timed(|| parallel_curl(port, &lab)));
-        }
-    }
-    let [s_ours, s_hpa] = single.map(median);
-    let [p_ours, p_hpa] = par.map(median);
-    let w = median(window);
-    println!(
-        "14 MiB, curl blksize 1468:      ours {s_ours:.3} s, tftpd-hpa {s_hpa:.3} s, ratio {:.2}",
-        s_ours / s_hpa
-    );
-    println!("14 MiB, atftp 1468 window 16:   ours {w:.3} s");
-    println!(
-        "20 parallel curl 1468, total:   ours {p_ours:.3} s, tftpd-hpa {p_hpa:.3} s, ratio {:.2}",
-        p_ours / p_hpa
-    );
-    let _ = hpa.0.kill();
 }

@@ -16,7 +16,7 @@ use super::boot::{self, BootFile};
 use super::classify::{self, Classification};
 use super::config::{BootConfig, ConfigError, DhcpConfig, DhcpMode, Ipv4Cidr, ProxyVendorOptions};
 use super::journal::MAX_HOSTNAME;
-use super::leases::{ClientKey, LeaseInfo, LeaseRecord, LeaseState, LeaseTable, Secs};
+use super::leases::{ClientKey, Lease, LeaseInfo, LeaseRecord, LeaseState, LeaseTable, Secs};
 use super::wire::{self, MessageType, Request};
 
 /// The port a request arrived on.
@@ -225,20 +225,7 @@ impl Handler {
         let mut out: Vec<LeaseInfo> = self
             .leases
             .iter()
-            .filter(|(_, l)| {
-                matches!(l.state, LeaseState::Offered | LeaseState::Bound) && l.until > now
-            })
-            .map(|(ip, l)| LeaseInfo {
-                mac: l.mac,
-                ip,
-                state: l.state,
-                expires: l.until,
-                hostname: dir
-                    .reservation(&l.mac)
-                    .map(|r| r.name)
-                    .filter(|n| !n.is_empty())
-                    .or_else(|| l.hostname.as_deref().map(str::to_string)),
-            })
+            .filter_map(|(ip, l)| live_lease_info(ip, l, now, dir))
             .collect();
         out.sort_by_key(|l| u32::from(l.ip));
         out
@@ -252,21 +239,7 @@ impl Handler {
         now: Secs,
         dir: &dyn NodeDirectory,
     ) -> Option<LeaseInfo> {
-        let l = self.leases.get(ip)?;
-        if !matches!(l.state, LeaseState::Offered | LeaseState::Bound) || l.until <= now {
-            return None;
-        }
-        Some(LeaseInfo {
-            mac: l.mac,
-            ip,
-            state: l.state,
-            expires: l.until,
-            hostname: dir
-                .reservation(&l.mac)
-                .map(|r| r.name)
-                .filter(|n| !n.is_empty())
-                .or_else(|| l.hostname.as_deref().map(str::to_string)),
-        })
+        live_lease_info(ip, self.leases.get(ip)?, now, dir)
     }
 
     fn subnet_containing(&self, ip: Ipv4Addr) -> Option<usize> {
@@ -869,4 +842,27 @@ fn delivery(req: &Request<'_>, yiaddr: Ipv4Addr, nak: bool) -> Delivery {
             mac: req.mac,
         }
     }
+}
+
+/// What a query shows of an offered or bound, unexpired lease; `None` for any other.
+fn live_lease_info(
+    ip: Ipv4Addr,
+    l: &Lease,
+    now: Secs,
+    dir: &dyn NodeDirectory,
+) -> Option<LeaseInfo> {
+    if !matches!(l.state, LeaseState::Offered | LeaseState::Bound) || l.until <= now {
+        return None;
+    }
+    Some(LeaseInfo {
+        mac: l.mac,
+        ip,
+        state: l.state,
+        expires: l.until,
+        hostname: dir
+            .reservation(&l.mac)
+            .map(|r| r.name)
+            .filter(|n| !n.is_empty())
+            .or_else(|| l.hostname.as_deref().map(str::to_string)),
+    })
 }

@@ -374,17 +374,7 @@ pub fn start_ours_dhcp(
     let images = scratch.join("images");
     std::fs::create_dir_all(&images)?;
     let cfg = ours_dhcp_config(state, &images, iface, fsync);
-    let path = cfg.write(&scratch.join("clustermaker-dhcp.toml"))?;
-    if ours.check_config(&path)?.is_some() {
-        return Ok(None);
-    }
-    let log = scratch.join("clustermaker-dhcp.log");
-    Ok(Some(ours.serve(
-        ns,
-        &path,
-        &log,
-        &[("CLUSTERMAKER_LOG", "warn")],
-    )?))
+    ours.start(ns, &cfg, scratch, "dhcp")
 }
 
 fn ours_dhcp_available(ctx: &Ctx) -> std::result::Result<(), String> {

@@ -82,6 +82,25 @@ impl Ours {
         Server::spawn("clustermaker serve", cmd, log)
     }
 
+    /// Writes `cfg` to `scratch/clustermaker-NAME.toml` and starts `serve` with it inside `ns`,
+    /// logging at warn to `scratch/clustermaker-NAME.log`. `Ok(None)` when this build does not
+    /// know a section of it (see [`Ours::check_config`]).
+    pub fn start(
+        &self,
+        ns: &Netns,
+        cfg: &Config,
+        scratch: &Path,
+        name: &str,
+    ) -> Result<Option<Server>> {
+        let path = cfg.write(&scratch.join(format!("clustermaker-{name}.toml")))?;
+        if self.check_config(&path)?.is_some() {
+            return Ok(None);
+        }
+        let log = scratch.join(format!("clustermaker-{name}.log"));
+        self.serve(ns, &path, &log, &[("CLUSTERMAKER_LOG", "warn")])
+            .map(Some)
+    }
+
     /// `clustermaker --version`.
     pub fn version(&self) -> String {
         match &self.bin {

@@ -269,17 +269,7 @@ pub fn start_ours_tftp(
     let mut cfg = OursConfig::new(&scratch.join("state"), iface, ip, &root.join("images"));
     cfg.http_port = OURS_HTTP_PORT;
     cfg.extra = ours_tftp_section(root);
-    let path = cfg.write(&scratch.join("clustermaker-tftp.toml"))?;
-    if ours.check_config(&path)?.is_some() {
-        return Ok(None);
-    }
-    let log = scratch.join("clustermaker-tftp.log");
-    Ok(Some(ours.serve(
-        ns,
-        &path,
-        &log,
-        &[("CLUSTERMAKER_LOG", "warn")],
-    )?))
+    ours.start(ns, &cfg, scratch, "tftp")
 }
 
 /// Whether ours has a TFTP server; `Err(why)` when not.
