@@ -1,2 +1,10 @@
-//! High-availability runtime: heartbeat links, failover state machine, resources, monitors,
-//! replication and load balancing. Built in the HA issue; nothing here yet.
+//! High-availability runtime: heartbeat links (UDP, serial), the failover state machine,
+//! the resource group (virtual IP, services, mail), monitors, and the importers of Heartbeat
+//! and mon configurations.
+//!
+//! The protocol codec (`wire`) and the failover core (`core`) are pure: bytes or events and a
+//! clock in, decisions out. Everything that touches sockets, devices, processes or disks lives
+//! at the edges and feeds the core through events.
+
+pub mod config;
+pub mod wire;
