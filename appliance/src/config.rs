@@ -24,6 +24,8 @@ pub struct Config {
     pub dhcp: DhcpConfig,
     /// The TFTP server (`netboot::tftp`); `root` holds extra files served after the iPXE binaries.
     pub tftp: TftpConfig,
+    /// The two-master HA runtime (`runtime`): heartbeats, virtual IP, services, monitors.
+    pub ha: runtime::config::HaConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             boot: BootConfig::default(),
             dhcp: DhcpConfig::default(),
             tftp: TftpConfig::default(),
+            ha: runtime::config::HaConfig::default(),
         }
     }
 }
@@ -86,6 +89,9 @@ pub enum Transfer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootConfig {
+    /// Whether `serve` runs the boot services (DHCP, TFTP, HTTP boot). Off on a master that
+    /// only runs the HA runtime.
+    pub enabled: bool,
     /// Directory of images: each image is a subdirectory holding `vmlinuz` and `initramfs.img`
     /// (what `cargo xtask build-image` writes). Relative paths are under `state_dir`.
     pub images_dir: PathBuf,
@@ -110,6 +116,7 @@ pub struct BootConfig {
 impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
+            enabled: true,
             images_dir: PathBuf::from("images"),
             default_image: "default".into(),
             transfer: Transfer::Http,
@@ -209,6 +216,9 @@ impl Config {
         if self.boot.images_dir.is_relative() {
             self.boot.images_dir = self.state_dir.join(&self.boot.images_dir);
         }
+        if self.ha.key_file.is_relative() {
+            self.ha.key_file = config_dir.join(&self.ha.key_file);
+        }
         if let Some(t) = &self.boot.script_template {
             if t.is_relative() {
                 self.boot.script_template = Some(config_dir.join(t));
@@ -218,6 +228,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, reason: String| Err((key.to_string(), reason));
+        self.ha.validate().map_err(|e| (e.key, e.reason))?;
         if self.network.interface.is_empty() || self.network.interface.len() > 15 {
             return bad(
                 "network.interface",

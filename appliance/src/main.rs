@@ -2,6 +2,7 @@
 
 mod agent;
 mod boot;
+mod cli_ha;
 mod cli_node;
 mod config;
 mod http;
@@ -34,8 +35,34 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Runs the master's boot services: DHCP, TFTP, HTTP boot and API, IPv6 router answers.
+    /// Runs the master: boot services (DHCP, TFTP, HTTP boot and API, IPv6 router answers)
+    /// and, with `[ha]` enabled, the HA runtime (heartbeats, virtual IP, services, monitors).
     Serve,
+    /// Shows the HA state: role, peer, links, group holder, resources, monitors, last change.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hands the resource group to the peer (like Heartbeat's hb_standby).
+    Standby {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Takes the resource group from the peer (like Heartbeat's hb_takeover).
+    Takeover {
+        #[arg(long)]
+        json: bool,
+    },
+    /// HA setup tasks.
+    #[command(subcommand)]
+    Ha(cli_ha::HaCommand),
+    /// Converts legacy Heartbeat (ha.cf, haresources, authkeys) and mon (mon.cf) files into
+    /// clustermaker's TOML.
+    #[command(subcommand)]
+    Import(cli_ha::ImportCommand),
+    /// Internal: the guard process `serve` starts to take the group down if it is killed.
+    #[command(hide = true)]
+    HaGuard,
     /// Manages nodes: discovered PXE clients, members, their boot stages.
     #[command(subcommand)]
     Node(cli_node::NodeCommand),
@@ -111,10 +138,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Import(cmd) => cli_ha::import(cmd),
         command => {
             let config = config::Config::load(cli.config.as_deref())?;
             match command {
-                Command::Serve => serve::run(config),
+                Command::Serve => serve::run(config, cli.config.clone()),
+                Command::Status { json } => cli_ha::status(&config, json),
+                Command::Standby { json } => {
+                    cli_ha::admin(&config, runtime::control::Command::Standby, json)
+                }
+                Command::Takeover { json } => {
+                    cli_ha::admin(&config, runtime::control::Command::Takeover, json)
+                }
+                Command::Ha(cli_ha::HaCommand::Keygen { out }) => cli_ha::keygen(&config, out),
+                Command::HaGuard => runtime::ha::run_guard(&config.ha),
                 Command::Node(cmd) => cli_node::run(&config, cmd),
                 Command::Config { json } => {
                     if json {
@@ -129,7 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Ok(())
                 }
-                Command::Agent(_) => unreachable!(),
+                Command::Agent(_) | Command::Import(_) => unreachable!(),
             }
         }
     }

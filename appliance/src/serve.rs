@@ -1,5 +1,6 @@
-//! `clustermaker serve`: wires the boot services to the node tracker and runs them until a
-//! signal. Any service failing to start stops the whole server with its reason.
+//! `clustermaker serve`: wires the boot services to the node tracker, starts the HA runtime,
+//! and runs them until a signal. Any service failing to start stops the whole server with its
+//! reason.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,19 +13,104 @@ use crate::boot::BootFiles;
 use crate::config::Config;
 use crate::tracker::Tracker;
 
-pub fn run(config: Config) -> Result<()> {
+pub fn run(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, config_path))
 }
 
-async fn serve(config: Config) -> Result<()> {
+async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Result<()> {
+    let ha = if config.ha.enabled {
+        Some(start_ha(&config, config_path)?)
+    } else {
+        None
+    };
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let tracker = if config.boot.enabled {
+        Some(start_boot_services(&config, &mut tasks).await?)
+    } else {
+        None
+    };
+
+    let outcome = tokio::select! {
+        failure = first_failure(&mut tasks) => failure,
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    };
+    tasks.abort_all();
+    if let Some(tracker) = tracker {
+        if let Err(e) = tracker.persist() {
+            tracing::error!("cannot save node status at exit: {e:#}");
+        }
+    }
+    if let Some((ha, guard)) = ha {
+        tokio::task::spawn_blocking(move || {
+            ha.stop();
+            guard.goodbye();
+        })
+        .await?;
+    }
+    outcome
+}
+
+/// The HA runtime and its guard process.
+fn start_ha(
+    config: &Config,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<(runtime::ha::Ha, Guard)> {
+    let dir = crate::cli_ha::ha_state_dir(config);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    // The guard first: from the moment the group can be up, somebody takes it down if we die.
+    let guard = Guard::spawn(config_path)?;
+    let ha = runtime::ha::Ha::start(&config.ha, &dir, &tokio::runtime::Handle::current())
+        .context("HA runtime")?;
+    Ok((ha, guard))
+}
+
+/// A child process holding the read end of a pipe: if this process dies without writing
+/// "bye", the guard sees the pipe close and takes the resource group down
+/// (`runtime::ha::run_guard`).
+struct Guard {
+    child: std::process::Child,
+}
+
+impl Guard {
+    fn spawn(config_path: Option<std::path::PathBuf>) -> Result<Guard> {
+        let exe = std::env::current_exe().context("cannot find our own executable")?;
+        let mut cmd = std::process::Command::new(exe);
+        if let Some(p) = config_path {
+            cmd.arg("--config").arg(p);
+        }
+        let child = cmd
+            .arg("ha-guard")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start the HA guard process")?;
+        Ok(Guard { child })
+    }
+
+    fn goodbye(mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"bye");
+        }
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_boot_services(
+    config: &Config,
+    tasks: &mut JoinSet<Result<()>>,
+) -> Result<Tracker> {
+    let config = config.clone();
     let tracker = Tracker::open(&config.state_dir)?;
     let files = Arc::new(BootFiles::new(config.clone(), tracker.clone())?);
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     tasks.spawn({
         let tracker = tracker.clone();
@@ -63,18 +149,7 @@ async fn serve(config: Config) -> Result<()> {
         tasks.spawn(async move { netboot::ra::serve(interface).await });
     }
 
-    let outcome = tokio::select! {
-        failure = first_failure(&mut tasks) => failure,
-        _ = shutdown_signal() => {
-            tracing::info!("stopping");
-            Ok(())
-        }
-    };
-    tasks.abort_all();
-    if let Err(e) = tracker.persist() {
-        tracing::error!("cannot save node status at exit: {e:#}");
-    }
-    outcome
+    Ok(tracker)
 }
 
 /// Waits until a service fails. A service that ends without error (the DHCP server with

@@ -7,5 +7,10 @@
 //! at the edges and feeds the core through events.
 
 pub mod config;
+pub mod control;
 pub mod core;
+pub mod engine;
+pub mod links;
+pub mod ping;
+pub mod state;
 pub mod wire;
