@@ -233,6 +233,8 @@ impl Task {
                         self.schedule
                             .on_result(self.base.elapsed(), result.ok, inside),
                     );
+                    // Status first: whoever reacts to an event may look at it.
+                    self.publish();
                 }
                 Decision::Restart { service } => {
                     warn!(monitor = %self.config.name, %service,
