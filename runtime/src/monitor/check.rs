@@ -106,6 +106,13 @@ struct HttpUrl<'a> {
 }
 
 fn parse_url(url: &str) -> Result<HttpUrl<'_>, String> {
+    // The URL goes into the request line as it is.
+    if url
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(format!("{url:?}: spaces or control characters in the URL"));
+    }
     let rest = match url.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
@@ -127,14 +134,17 @@ fn parse_url(url: &str) -> Result<HttpUrl<'_>, String> {
         Some('?') => format!("/{path}"),
         Some(_) => path.to_string(),
     };
+    let (host, port) = parse_authority(authority, url)?;
     Ok(HttpUrl {
+        authority,
+        host,
+        port,
         path,
-        ..parse_authority(authority, url)?
     })
 }
 
 /// Splits `host[:port]` / `[v6][:port]`; rejects user info and empty hosts.
-fn parse_authority<'a>(authority: &'a str, url: &str) -> Result<HttpUrl<'a>, String> {
+fn parse_authority<'a>(authority: &'a str, url: &str) -> Result<(&'a str, u16), String> {
     let bad = |why: &str| Err(format!("{url}: {why}"));
     if authority.contains('@') {
         return bad("credentials in the URL are not supported");
@@ -164,12 +174,7 @@ fn parse_authority<'a>(authority: &'a str, url: &str) -> Result<HttpUrl<'a>, Str
             _ => return bad("bad port"),
         },
     };
-    Ok(HttpUrl {
-        authority,
-        host,
-        port,
-        path: String::new(),
-    })
+    Ok((host, port))
 }
 
 /// GETs `url` and compares the response status with `expect`.
@@ -298,7 +303,7 @@ async fn command_inner(
     drop(cmd);
 
     let tail = Arc::new(Mutex::new(Vec::new()));
-    let reader = tokio::spawn(collect_tail(read_end, tail.clone()));
+    let mut reader = tokio::spawn(collect_tail(read_end, tail.clone()));
 
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.map_err(|e| format!("wait: {e}"))?,
@@ -323,7 +328,8 @@ async fn command_inner(
     };
     // A background child may hold the pipe open after the shell is gone: read what is there
     // but do not wait for it.
-    let _ = tokio::time::timeout(Duration::from_millis(200), &mut { reader }).await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), &mut reader).await;
+    reader.abort();
     let last = last_line(&tail.lock().unwrap());
     let ok = status.success();
     let what = match status.code() {
@@ -409,6 +415,7 @@ mod tests {
         assert!(parse_url("http://a:99999/").is_err());
         assert!(parse_url("http://u:p@a/").is_err());
         assert!(parse_url("http://[::1/").is_err());
+        assert!(parse_url("http://a/x HTTP/1.0\r\nX: y").is_err());
     }
 
     #[test]
