@@ -11,6 +11,7 @@ pub mod control;
 pub mod core;
 pub mod engine;
 pub mod links;
+pub mod monitor;
 pub mod ping;
 pub mod state;
 pub mod wire;
