@@ -4,6 +4,7 @@
 //! Tests that need root (namespaces, QEMU) call [`require_root`]: outside CI they are skipped on a
 //! machine without root, but with `CI=true` they fail, because CI must run them.
 
+pub mod ha;
 pub mod master;
 
 use std::process::{Child, Command, Output, Stdio};
