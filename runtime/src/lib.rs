@@ -7,4 +7,6 @@
 //! at the edges and feeds the core through events.
 
 pub mod config;
+pub mod mail;
+pub mod resources;
 pub mod wire;
