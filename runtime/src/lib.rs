@@ -7,4 +7,5 @@
 //! at the edges and feeds the core through events.
 
 pub mod config;
+pub mod import;
 pub mod wire;
