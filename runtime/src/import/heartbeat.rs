@@ -99,7 +99,9 @@ pub fn import_dir_as(dir: &Path, this_node: Option<&str>) -> Result<Imported, Im
         ));
         None
     };
-    Ok(Imported { ha, key, warnings })
+    let mut imported = Imported { ha, key, warnings };
+    super::warn_unaddressed_mail(&mut imported);
+    Ok(imported)
 }
 
 /// A link before `udpport` and `baud` (which may come later in the file) are known.

@@ -107,7 +107,29 @@ pub fn import_files(
                 .map(|w| rename_warning(w, "mon.cf", &name)),
         );
     }
+    warn_unaddressed_mail(&mut imported);
     Ok(imported)
+}
+
+/// Mail without its own recipients goes to `ha.mail.to`; say so when that is empty too.
+pub(crate) fn warn_unaddressed_mail(imported: &mut Imported) {
+    use crate::config::{AlertConfig, ResourceConfig};
+    let ha = &imported.ha;
+    let resource = ha
+        .resources
+        .iter()
+        .any(|r| matches!(r, ResourceConfig::Mailto { to, .. } if to.is_empty()));
+    let alert = ha.monitors.iter().any(|m| {
+        m.alerts
+            .iter()
+            .any(|a| matches!(a, AlertConfig::Mail { to, .. } if to.is_empty()))
+    });
+    let note = "ha.mail.to is empty: set it (e.g. to = [\"admin@example.com\"]), or failover and \
+                alert mail without its own `to` reaches nobody";
+    if ha.mail.to.is_empty() && (resource || alert) && !imported.warnings.iter().any(|w| w == note)
+    {
+        imported.warnings.push(note.to_string());
+    }
 }
 
 /// The `[ha]` table of an import, preceded by `# imported from SOURCE` and one

@@ -83,6 +83,21 @@ pub fn import(
             let (keyword, rest) = trimmed
                 .split_once(char::is_whitespace)
                 .map_or((trimmed, ""), |(k, r)| (k, r.trim()));
+            // Global settings are written `name = value` (or `name=value`).
+            let (keyword, rest) = match keyword.split_once('=') {
+                Some((k, v)) => (
+                    k,
+                    if v.is_empty() {
+                        rest
+                    } else {
+                        trimmed[k.len() + 1..].trim()
+                    },
+                ),
+                None => (
+                    keyword,
+                    rest.strip_prefix('=').map_or(rest, str::trim_start),
+                ),
+            };
             let keyword = keyword.to_ascii_lowercase();
             let words: Vec<&str> = rest.split_whitespace().collect();
             let need_service = |s: &mut Option<Service>| -> Result<(), ImportError> {
