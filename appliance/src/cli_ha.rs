@@ -210,7 +210,7 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
             out,
             key_out,
         } => {
-            let mut imported = import::heartbeat::import_dir(&dir, node.as_deref())
+            let mut imported = import::heartbeat::import_dir_as(&dir, node.as_deref())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(mon) = &mon {
                 let text = read_bounded(mon)?;

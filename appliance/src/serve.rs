@@ -107,7 +107,7 @@ impl Guard {
 async fn start_boot_services(
     config: &Config,
     tasks: &mut JoinSet<Result<()>>,
-) -> Result<Tracker> {
+) -> Result<Arc<Tracker>> {
     let config = config.clone();
     let tracker = Tracker::open(&config.state_dir)?;
     let files = Arc::new(BootFiles::new(config.clone(), tracker.clone())?);

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,10 @@ impl Ha {
                         })
                         .transpose()?
                         .map(|p| {
-                            Box::new(move |t: std::time::SystemTime| p.contains_time(t))
+                            Box::new(move |t: std::time::SystemTime| {
+                                let (wd, h, m) = local_time(t);
+                                p.contains(wd, h, m)
+                            })
                                 as Box<dyn Fn(std::time::SystemTime) -> bool + Send + Sync>
                         });
                     Ok((m.clone(), period))
@@ -541,4 +544,19 @@ pub fn run_guard(config: &HaConfig) -> anyhow::Result<()> {
     tracing::warn!("clustermaker serve ended without a goodbye: taking the group down");
     group.cleanup();
     Ok(())
+}
+
+/// Weekday (Sunday = 0), hour and minute of `t` in the local time zone, as mon's periods use.
+fn local_time(t: std::time::SystemTime) -> (u8, u8, u8) {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as libc::time_t)
+        .unwrap_or(0);
+    // SAFETY: localtime_r writes only into the `tm` we own.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&secs, &mut tm);
+        tm
+    };
+    (tm.tm_wday as u8, tm.tm_hour as u8, tm.tm_min as u8)
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod engine;
+pub mod ha;
 pub mod import;
 pub mod links;
 pub mod mail;
