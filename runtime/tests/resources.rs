@@ -241,7 +241,7 @@ fn takeover(family: &str, holder_cidr: &str, client_cidr: &str, vip: &str, prefi
         .contains(FAKE_MAC));
 
     let vip_cidr = format!("{vip}/{prefix}");
-    let (vip_s, hdev_s) = (vip.to_string(), hdev.clone());
+    let hdev_s = hdev.clone();
     // No interface configured: the group must find it by subnet.
     let g = Arc::new(group(
         vec![ResourceConfig::Ipaddr {
@@ -260,7 +260,6 @@ fn takeover(family: &str, holder_cidr: &str, client_cidr: &str, vip: &str, prefi
         assert_eq!(st.state, ResourceState::Up, "{st:?}");
         // Idempotent: acquiring again is fine.
         g2.acquire("again").unwrap();
-        let _ = vip_s;
     });
 
     // The first burst went out inside acquire; the second comes only after 3 s, so a
