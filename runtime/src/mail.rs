@@ -18,6 +18,8 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(cfg: &MailConfig, node: &str) -> Mailer {
+        // An empty name would make an invalid sender and greeting.
+        let node = if node.is_empty() { "localhost" } else { node };
         Mailer {
             cfg: cfg.clone(),
             node: node.to_string(),

@@ -241,7 +241,7 @@ fn takeover(family: &str, holder_cidr: &str, client_cidr: &str, vip: &str, prefi
         .contains(FAKE_MAC));
 
     let vip_cidr = format!("{vip}/{prefix}");
-    let (vip_s, hdev_s) = (vip.to_string(), hdev.clone());
+    let hdev_s = hdev.clone();
     // No interface configured: the group must find it by subnet.
     let g = Arc::new(group(
         vec![ResourceConfig::Ipaddr {
@@ -252,13 +252,14 @@ fn takeover(family: &str, holder_cidr: &str, client_cidr: &str, vip: &str, prefi
     ));
     let g2 = g.clone();
     holder.enter(move || {
+        let t0 = Instant::now();
         g2.acquire("test takeover").unwrap();
+        eprintln!("acquire of {vip_cidr} took {:?}", t0.elapsed());
         let st = &g2.status()[0];
         assert_eq!(st.name, format!("ipaddr {vip_cidr} on {hdev_s}"));
         assert_eq!(st.state, ResourceState::Up, "{st:?}");
         // Idempotent: acquiring again is fine.
         g2.acquire("again").unwrap();
-        let _ = vip_s;
     });
 
     // The first burst went out inside acquire; the second comes only after 3 s, so a
@@ -328,6 +329,47 @@ fn cleanup_removes_a_leftover_vip_on_a_named_interface() {
     assert!(!holder
         .ip(&["addr", "show", "dev", &hdev])
         .contains("10.78.0.49/"));
+}
+
+#[test]
+fn failed_service_start_takes_the_vip_back_down() {
+    if !require("failed_service_start_takes_the_vip_back_down") {
+        return;
+    }
+    let holder = Netns::new("cmh");
+    let client = Netns::new("cmc");
+    let (hdev, _) = lab(&holder, &client, "10.79.0.1/24", "10.79.0.2/24");
+    let g = group(
+        vec![
+            ResourceConfig::Ipaddr {
+                address: "10.79.0.49/24".into(),
+                interface: Some(hdev.clone()),
+            },
+            ResourceConfig::Service {
+                name: "broken".into(),
+                manager: runtime::config::ServiceManager::Command,
+                start: Some("echo 'cannot bind port 3306' >&2; exit 1".into()),
+                stop: Some("true".into()),
+                status: None,
+                timeout: Duration::from_secs(5),
+            },
+        ],
+        MailConfig::default(),
+    );
+    let (err, took) = holder.enter(move || {
+        let t0 = Instant::now();
+        let err = g.acquire("test").unwrap_err().to_string();
+        (err, t0.elapsed())
+    });
+    assert_eq!(
+        err,
+        "cannot start service broken (command): start exit 1: cannot bind port 3306"
+    );
+    // The rollback also cancelled the second announcement instead of waiting for it.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(!holder
+        .ip(&["addr", "show", "dev", &hdev])
+        .contains("10.79.0.49/"));
 }
 
 /// A minimal SMTP server on loopback that records each message's envelope and data.

@@ -215,7 +215,10 @@ impl Drop for Pending {
 /// caller's network namespace.
 pub fn announce(ifindex: u32, frames: Vec<Vec<u8>>, label: String) -> io::Result<Pending> {
     let socket = FrameSocket::open(ifindex)?;
-    socket.burst(&frames)?;
+    // A refused first burst (say, the link is still down) is no reason to skip the second.
+    if let Err(e) = socket.burst(&frames) {
+        tracing::warn!("first announcement of {label} failed: {e}");
+    }
     let (tx, rx) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("announce".into())

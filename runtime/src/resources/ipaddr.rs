@@ -176,10 +176,13 @@ impl IpAddrResource {
 
     /// `ipaddr 192.168.1.49/24 on eth0`; an automatic interface is looked up now.
     pub fn name(&self) -> String {
+        self.name_in(Snapshot::read().ok().as_ref())
+    }
+
+    fn name_in(&self, snap: Option<&Snapshot>) -> String {
         let interface = self.interface.clone().or_else(|| {
-            Snapshot::read()
-                .ok()
-                .and_then(|s| s.find_interface(self.addr).map(str::to_string))
+            snap.and_then(|s| s.find_interface(self.addr))
+                .map(str::to_string)
         });
         match interface {
             Some(i) => format!("ipaddr {}/{} on {i}", self.addr, self.prefix),
@@ -307,11 +310,17 @@ impl IpAddrResource {
         Ok(())
     }
 
-    pub fn status(&self) -> (ResourceState, String) {
+    /// Name, state and detail from one look at the interfaces.
+    pub fn status(&self) -> (String, ResourceState, String) {
         let snap = match Snapshot::read() {
             Ok(s) => s,
-            Err(e) => return (ResourceState::Unknown, format!("{e:#}")),
+            Err(e) => return (self.name_in(None), ResourceState::Unknown, format!("{e:#}")),
         };
+        let (state, detail) = self.state_in(&snap);
+        (self.name_in(Some(&snap)), state, detail)
+    }
+
+    fn state_in(&self, snap: &Snapshot) -> (ResourceState, String) {
         let holders: Vec<&str> = snap
             .holders(self.addr)
             .map(|a| a.interface.as_str())
@@ -337,29 +346,42 @@ fn ignore_errno(result: Result<(), rtnetlink::Error>, errno: i32) -> Result<(), 
     }
 }
 
-/// Runs one netlink exchange on a private current-thread runtime, so callers stay blocking
-/// and the socket is created in the calling thread's network namespace.
+/// Runs one netlink exchange on a private current-thread runtime, on a short-lived thread of
+/// its own: callers stay blocking, and may even sit inside another runtime (where `block_on`
+/// would panic). A new thread shares its creator's network namespace, so the socket is made
+/// in the caller's namespace.
 fn with_netlink<F, Fut>(f: F) -> Result<()>
 where
-    F: FnOnce(Handle) -> Fut,
+    F: FnOnce(Handle) -> Fut + Send,
     Fut: Future<Output = Result<(), rtnetlink::Error>>,
 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a runtime for netlink")?;
-    rt.block_on(async {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().context("cannot open a netlink socket")?;
-        let task = tokio::spawn(connection);
-        let result = tokio::time::timeout(NETLINK_TIMEOUT, f(handle)).await;
-        task.abort();
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(rtnetlink::Error::NetlinkError(e))) => Err(anyhow::Error::new(e.to_io())),
-            Ok(Err(e)) => Err(anyhow::Error::new(e)),
-            Err(_) => bail!("netlink did not answer within {NETLINK_TIMEOUT:?}"),
-        }
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("netlink".into())
+            .spawn_scoped(scope, || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("cannot start a runtime for netlink")?;
+                rt.block_on(async {
+                    let (connection, handle, _) =
+                        rtnetlink::new_connection().context("cannot open a netlink socket")?;
+                    let task = tokio::spawn(connection);
+                    let result = tokio::time::timeout(NETLINK_TIMEOUT, f(handle)).await;
+                    task.abort();
+                    match result {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(rtnetlink::Error::NetlinkError(e))) => {
+                            Err(anyhow::Error::new(e.to_io()))
+                        }
+                        Ok(Err(e)) => Err(anyhow::Error::new(e)),
+                        Err(_) => bail!("netlink did not answer within {NETLINK_TIMEOUT:?}"),
+                    }
+                })
+            })
+            .context("cannot start a netlink thread")?
+            .join()
+            .map_err(|_| anyhow!("the netlink thread panicked"))?
     })
 }
 
@@ -421,6 +443,29 @@ mod tests {
         assert_eq!(
             snap.find_interface("192.168.1.49".parse().unwrap()),
             Some("eth9")
+        );
+    }
+
+    #[test]
+    fn netlink_works_from_inside_an_async_runtime() {
+        use futures_util::TryStreamExt;
+        // A caller on a runtime thread must get an answer, not a nested-runtime panic.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let links = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = links.clone();
+        rt.block_on(async move {
+            with_netlink(|handle| async move {
+                let all: Vec<_> = handle.link().get().execute().try_collect().await?;
+                seen.store(all.len(), std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            })
+            .unwrap();
+        });
+        assert!(
+            links.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "at least lo"
         );
     }
 

@@ -53,6 +53,15 @@ impl Resource {
         }
     }
 
+    /// A cheap name for logs: no interface or service lookup.
+    fn label(&self) -> String {
+        match self {
+            Resource::Ipaddr(r) => format!("ipaddr {}", r.addr()),
+            Resource::Service(r) => r.label(),
+            Resource::Mailto(_) => "mailto".into(),
+        }
+    }
+
     fn start(&self, reason: &str) -> Result<()> {
         match self {
             Resource::Ipaddr(r) => r.start(),
@@ -75,11 +84,19 @@ impl Resource {
         }
     }
 
-    fn status(&self) -> (ResourceState, String) {
-        match self {
+    fn status(&self) -> ResourceStatus {
+        let (name, state, detail) = match self {
             Resource::Ipaddr(r) => r.status(),
             Resource::Service(r) => r.status(),
-            Resource::Mailto(r) => r.status(),
+            Resource::Mailto(r) => {
+                let (state, detail) = r.status();
+                ("mailto".into(), state, detail)
+            }
+        };
+        ResourceStatus {
+            name,
+            state,
+            detail,
         }
     }
 }
@@ -238,7 +255,7 @@ impl ResourceGroup {
         for (i, r) in self.resources.iter().enumerate() {
             let t0 = Instant::now();
             let Err(e) = r.start(reason) else {
-                tracing::info!("started {} in {:?}", r.name(), t0.elapsed());
+                tracing::info!("started {} in {:?}", r.label(), t0.elapsed());
                 continue;
             };
             let name = r.name();
@@ -274,7 +291,7 @@ impl ResourceGroup {
         let mut failed = Vec::new();
         for r in self.resources.iter().rev() {
             match r.stop(reason) {
-                Ok(()) => tracing::info!("stopped {}", r.name()),
+                Ok(()) => tracing::info!("stopped {}", r.label()),
                 Err(e) => {
                     let line = format!("{}: {}", r.name(), one_line(&e));
                     tracing::error!("cannot stop {line}");
@@ -309,17 +326,7 @@ impl ResourceGroup {
 
     /// Every resource's state, in group order.
     pub fn status(&self) -> Vec<ResourceStatus> {
-        self.resources
-            .iter()
-            .map(|r| {
-                let (state, detail) = r.status();
-                ResourceStatus {
-                    name: r.name(),
-                    state,
-                    detail,
-                }
-            })
-            .collect()
+        self.resources.iter().map(Resource::status).collect()
     }
 
     /// Stops and starts one service of the group (a monitor's attempt before failing over).

@@ -170,7 +170,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Outcome> {
     let out = tempfile::tempfile().context("cannot create a file for the output")?;
     let err = out.try_clone()?;
     let mut reader = out.try_clone()?;
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -180,7 +180,6 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Outcome> {
     // A wait(2) in a thread, so the timeout is exact without polling.
     let pid = child.id();
     let (tx, rx) = mpsc::channel();
-    let mut child = child;
     std::thread::Builder::new()
         .name("service-wait".into())
         .spawn(move || {
@@ -244,6 +243,11 @@ pub struct ServiceResource {
 impl ServiceResource {
     pub fn new(spec: ServiceSpec, init_dir: PathBuf) -> ServiceResource {
         ServiceResource { spec, init_dir }
+    }
+
+    /// For logs on the critical path: no lookup.
+    pub fn label(&self) -> String {
+        format!("service {}", self.spec.name)
     }
 
     pub fn service_name(&self) -> &str {
@@ -324,21 +328,24 @@ impl ServiceResource {
         self.act(Action::Stop)
     }
 
-    pub fn status(&self) -> (ResourceState, String) {
+    /// Name, state and detail, resolving the backend once.
+    pub fn status(&self) -> (String, ResourceState, String) {
         let backend = match self.backend() {
             Ok(b) => b,
-            Err(e) => return (ResourceState::Unknown, format!("{e:#}")),
+            Err(e) => {
+                let name = format!("service {} (not found)", self.spec.name);
+                return (name, ResourceState::Unknown, format!("{e:#}"));
+            }
         };
+        let name = format!("service {} ({})", self.spec.name, backend.kind());
         let Some(mut cmd) = self.command(&backend, Action::Status) else {
-            return (ResourceState::Unknown, "no status command".into());
+            return (name, ResourceState::Unknown, "no status command".into());
         };
         let timeout = self.spec.timeout.min(STATUS_TIMEOUT);
-        let outcome = match run(&mut cmd, timeout) {
-            Ok(o) => o,
-            Err(e) => return (ResourceState::Unknown, format!("{e:#}")),
-        };
-        let state = status_state(&backend, &outcome);
-        (state, outcome.describe(timeout))
+        match run(&mut cmd, timeout) {
+            Ok(o) => (name, status_state(&backend, &o), o.describe(timeout)),
+            Err(e) => (name, ResourceState::Unknown, format!("{e:#}")),
+        }
     }
 }
 
@@ -527,7 +534,7 @@ mod tests {
         assert_eq!(r.name(), "service mysqld (sysv)");
         r.start().unwrap();
         r.stop().unwrap();
-        assert_eq!(r.status().0, ResourceState::Down);
+        assert_eq!(r.status().1, ResourceState::Down);
         assert_eq!(
             std::fs::read_to_string(&log).unwrap(),
             "start\nstop\nstatus\n"
@@ -542,6 +549,6 @@ mod tests {
         let r = ServiceResource::new(s, "/nonexistent".into());
         let e = r.start().unwrap_err().to_string();
         assert_eq!(e, "start exit 1: port 80 in use");
-        assert_eq!(r.status().1, "no status command");
+        assert_eq!(r.status().2, "no status command");
     }
 }
