@@ -119,7 +119,11 @@ pub fn render_status(d: &Value) -> String {
         s(&d["role"]),
         ms(&d["role_for_ms"]),
         d["data_gen"],
-        if d["fit"].as_bool() == Some(true) { "fit" } else { "UNFIT" },
+        if d["fit"].as_bool() == Some(true) {
+            "fit"
+        } else {
+            "UNFIT"
+        },
         if d["ping_ok"].as_bool() == Some(true) {
             "ping nodes reached"
         } else {
@@ -130,8 +134,15 @@ pub fn render_status(d: &Value) -> String {
     line(format!(
         "peer {}: {}{}, last heard {} ago",
         s(&p["name"]),
-        if p["alive"].as_bool() == Some(true) { "alive" } else { "DEAD" },
-        p["role"].as_str().map(|r| format!(", {r}")).unwrap_or_default(),
+        if p["alive"].as_bool() == Some(true) {
+            "alive"
+        } else {
+            "DEAD"
+        },
+        p["role"]
+            .as_str()
+            .map(|r| format!(", {r}"))
+            .unwrap_or_default(),
         ms(&p["last_heard_ms"]),
     ));
     line(format!(
@@ -150,7 +161,11 @@ pub fn render_status(d: &Value) -> String {
         line(format!(
             "  {:<28} {:<4} last heard {} ago, received {}, sent {}{}",
             s(&l["label"]),
-            if l["up"].as_bool() == Some(true) { "up" } else { "DOWN" },
+            if l["up"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "DOWN"
+            },
             ms(&l["last_heard_ms"]),
             l["received"],
             l["sent"],
@@ -226,7 +241,11 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
                 Some(m) => format!("{} and {}", dir.display(), m.display()),
                 None => dir.display().to_string(),
             };
-            emit(&import::render_toml(&imported, &source), &imported.warnings, out.as_deref())
+            emit(
+                &import::render_toml(&imported, &source),
+                &imported.warnings,
+                out.as_deref(),
+            )
         }
         ImportCommand::Mon { file, out } => {
             let text = read_bounded(&file)?;
@@ -247,9 +266,13 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
 }
 
 fn read_bounded(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > 1 << 20 {
-        bail!("{} is larger than 1 MiB; not a configuration file", path.display());
+        bail!(
+            "{} is larger than 1 MiB; not a configuration file",
+            path.display()
+        );
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -267,7 +290,9 @@ fn emit(toml: &str, warnings: &[String], out: Option<&Path>) -> Result<()> {
                 .write(true)
                 .create_new(true)
                 .open(path)
-                .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+                .with_context(|| {
+                    format!("cannot create {} (it must not exist yet)", path.display())
+                })?;
             f.write_all(text.as_bytes())?;
             eprintln!("wrote {}", path.display());
         }

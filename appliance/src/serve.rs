@@ -64,8 +64,7 @@ fn start_ha(
     config_path: Option<std::path::PathBuf>,
 ) -> Result<(runtime::ha::Ha, Guard)> {
     let dir = crate::cli_ha::ha_state_dir(config);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The guard first: from the moment the group can be up, somebody takes it down if we die.
     let guard = Guard::spawn(config_path)?;
     let ha = runtime::ha::Ha::start(&config.ha, &dir, &tokio::runtime::Handle::current())

@@ -19,22 +19,34 @@ use crate::wire::{self, Flags, Heartbeat, Key, ReplayFilter, Verdict};
 
 pub enum Input {
     /// An authentic heartbeat from the peer (links check the HMAC and the sender's name).
-    Heard { link: usize, beat: Heartbeat },
+    Heard {
+        link: usize,
+        beat: Heartbeat,
+    },
     Core(Event),
     Admin {
         cmd: AdminCommand,
         reply: Sender<Result<String, String>>,
     },
-    Status { reply: Sender<EngineStatus> },
+    Status {
+        reply: Sender<EngineStatus>,
+    },
     /// Orderly stop: release the group if held, tell the peer, end the thread.
-    Stop { reply: Sender<()> },
+    Stop {
+        reply: Sender<()>,
+    },
 }
 
 /// Work the engine hands to the worker thread; each answers with an `Input::Core` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
-    Acquire { reason: String, data_gen: u64 },
-    Release { reason: String },
+    Acquire {
+        reason: String,
+        data_gen: u64,
+    },
+    Release {
+        reason: String,
+    },
     Fence,
     /// Persist the newest peer boot generation (no answer).
     SavePeerGen(u64),

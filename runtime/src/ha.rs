@@ -260,7 +260,9 @@ fn answer(
             };
             let holder = if engine.core.role == crate::core::Role::Active {
                 Some(node.to_string())
-            } else if engine.core.peer.alive && engine.core.peer.role == Some(crate::core::Role::Active) {
+            } else if engine.core.peer.alive
+                && engine.core.peer.role == Some(crate::core::Role::Active)
+            {
                 Some(peer.to_string())
             } else {
                 None
@@ -385,7 +387,10 @@ fn run_fence(command: &str, timeout: Duration, peer: &str) -> Result<(), String>
             Ok(None) if Instant::now() >= until => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("fence command timed out after {} s", timeout.as_secs()));
+                return Err(format!(
+                    "fence command timed out after {} s",
+                    timeout.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(format!("fence command: {e}")),

@@ -60,9 +60,8 @@ pub fn spawn(
                         // SAFETY: recv_from initialised the first `n` bytes.
                         let pkt: &[u8] =
                             unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n) };
-                        let from_target = from
-                            .as_socket()
-                            .is_some_and(|a| targets.contains(&a.ip()));
+                        let from_target =
+                            from.as_socket().is_some_and(|a| targets.contains(&a.ip()));
                         if from_target && is_echo_reply(pkt, id, v6) {
                             last_reply = Some(Instant::now());
                         }

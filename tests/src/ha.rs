@@ -86,7 +86,9 @@ impl Master {
 
     /// `kill -9` of the serve process: no goodbye, the guard must take the group down.
     pub fn kill9(&mut self) -> Result<()> {
-        let pid = self.serve_pid().context("clustermaker serve is not running")?;
+        let pid = self
+            .serve_pid()
+            .context("clustermaker serve is not running")?;
         // SAFETY: plain kill(2).
         unsafe { libc::kill(pid, libc::SIGKILL) };
         if let Some(mut p) = self.process.take() {
@@ -161,13 +163,28 @@ impl Master {
 
     /// Drops everything on eth0, ARP included (the "network cable pulled" case).
     pub fn cut_network(&self) -> Result<()> {
-        let rules = "table inet cmcut { chain i { type filter hook input priority -300; policy accept; iifname \"eth0\" drop; } chain o { type filter hook output priority -300; policy accept; oifname \"eth0\" drop; } }\ntable arp cmcut { chain i { type filter hook input priority -300; policy drop; } chain o { type filter hook output priority -300; policy drop; } }\n";
-        self.nft(rules)
+        self.nft(
+            r#"table inet cmcut {
+  chain i { type filter hook input priority -300; policy accept; iifname "eth0" drop; }
+  chain o { type filter hook output priority -300; policy accept; oifname "eth0" drop; }
+}
+table arp cmcut {
+  chain i { type filter hook input priority -300; policy drop; }
+  chain o { type filter hook output priority -300; policy drop; }
+}
+"#,
+        )
     }
 
     /// Drops only the UDP heartbeats on eth0.
     pub fn cut_udp_heartbeats(&self) -> Result<()> {
-        self.nft("table inet cmcut { chain i { type filter hook input priority -300; policy accept; iifname \"eth0\" udp dport 694 drop; } chain o { type filter hook output priority -300; policy accept; oifname \"eth0\" udp dport 694 drop; } }\n")
+        self.nft(
+            r#"table inet cmcut {
+  chain i { type filter hook input priority -300; policy accept; iifname "eth0" udp dport 694 drop; }
+  chain o { type filter hook output priority -300; policy accept; oifname "eth0" udp dport 694 drop; }
+}
+"#,
+        )
     }
 
     pub fn heal_network(&self) -> Result<()> {
@@ -246,23 +263,24 @@ impl HaLab {
             f.write_all(b"0123456789abcdef0123456789abcdef-test-lab-key\n")?;
         }
 
-        let master = |name: &str, ip: &str, ns: Netns, peer: &str, peer_ip: &str| -> Result<Master> {
-            let state_dir = dir.path().join(format!("{name}-state"));
-            let config = dir.path().join(format!("{name}.toml"));
-            std::fs::write(
-                &config,
-                master_config(dir.path(), name, peer, peer_ip, &options),
-            )?;
-            Ok(Master {
-                name: name.into(),
-                ip: ip.into(),
-                ns,
-                config,
-                state_dir,
-                log: dir.path().join(format!("{name}.log")),
-                process: None,
-            })
-        };
+        let master =
+            |name: &str, ip: &str, ns: Netns, peer: &str, peer_ip: &str| -> Result<Master> {
+                let state_dir = dir.path().join(format!("{name}-state"));
+                let config = dir.path().join(format!("{name}.toml"));
+                std::fs::write(
+                    &config,
+                    master_config(dir.path(), name, peer, peer_ip, &options),
+                )?;
+                Ok(Master {
+                    name: name.into(),
+                    ip: ip.into(),
+                    ns,
+                    config,
+                    state_dir,
+                    log: dir.path().join(format!("{name}.log")),
+                    process: None,
+                })
+            };
         let a = master("a", "10.88.0.1", a_ns, "b", "10.88.0.2")?;
         let b = master("b", "10.88.0.2", b_ns, "a", "10.88.0.1")?;
         let smtp_log = dir.path().join("smtp.log");
@@ -382,7 +400,10 @@ impl HaLab {
         while Instant::now() < until {
             let h = self.holders();
             if h != [name] {
-                bail!("VIP holders {h:?}, expected only {name}\n{}", self.diagnostics());
+                bail!(
+                    "VIP holders {h:?}, expected only {name}\n{}",
+                    self.diagnostics()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -394,7 +415,11 @@ impl HaLab {
         let out = self
             .c
             .command("socat")
-            .args(["-T1", "-", &format!("TCP:{VIP}:{SERVICE_PORT},connect-timeout=1")])
+            .args([
+                "-T1",
+                "-",
+                &format!("TCP:{VIP}:{SERVICE_PORT},connect-timeout=1"),
+            ])
             .stdin(Stdio::null())
             .output()
             .ok()?;
@@ -403,9 +428,11 @@ impl HaLab {
     }
 
     pub fn wait_service(&self, name: &str, timeout: Duration) -> Result<()> {
-        wait_for(&format!("C to reach {name}'s service via the VIP"), timeout, || {
-            (self.service_via_vip().as_deref() == Some(name)).then_some(())
-        })
+        wait_for(
+            &format!("C to reach {name}'s service via the VIP"),
+            timeout,
+            || (self.service_via_vip().as_deref() == Some(name)).then_some(()),
+        )
         .with_context(|| self.diagnostics())
     }
 

@@ -26,7 +26,8 @@ fn lab_with_a_active(options: LabOptions) -> HaLab {
     lab.b.start().unwrap();
     lab.wait_holder("a", Duration::from_secs(20)).unwrap();
     lab.wait_service("a", Duration::from_secs(10)).unwrap();
-    lab.assert_steady_holder("a", Duration::from_secs(1)).unwrap();
+    lab.assert_steady_holder("a", Duration::from_secs(1))
+        .unwrap();
     lab
 }
 
@@ -102,7 +103,11 @@ fn network_and_serial_cut_isolated_master_releases_peer_takes_over() {
     lab.wait_holder("b", secs(10)).unwrap();
     lab.wait_service("b", secs(10)).unwrap();
     lab.assert_steady_holder("b", secs(2)).unwrap();
-    assert!(lab.a.log_text().contains("isolated"), "{}", lab.diagnostics());
+    assert!(
+        lab.a.log_text().contains("isolated"),
+        "{}",
+        lab.diagnostics()
+    );
 
     // Healed: A hears B active and stays standby.
     lab.a.heal_network().unwrap();
@@ -111,7 +116,7 @@ fn network_and_serial_cut_isolated_master_releases_peer_takes_over() {
         let s = lab.a.status().ok()?;
         (s["peer"]["alive"] == true && s["role"] == "standby").then_some(())
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", lab.a.status(), lab.diagnostics()));
     lab.assert_steady_holder("b", secs(3)).unwrap();
 }
 
@@ -235,13 +240,19 @@ fn forged_replayed_truncated_oversized_heartbeats_change_nothing() {
     lab.assert_steady_holder("a", secs(2)).unwrap();
     let after = lab.a.status().unwrap();
     assert_eq!(after["role"], "active");
-    assert_eq!(after["last_transition"]["what"], before["last_transition"]["what"]);
+    assert_eq!(
+        after["last_transition"]["what"],
+        before["last_transition"]["what"]
+    );
     assert_eq!(after["peer"]["data_gen"], before["peer"]["data_gen"]);
     let dropped = &after["links"][0]["dropped"];
     assert!(dropped["bad_auth"].as_u64().unwrap() >= 3, "{dropped}");
     assert!(dropped["replayed"].as_u64().unwrap() >= 6, "{dropped}");
     assert!(dropped["malformed"].as_u64().unwrap() >= 3, "{dropped}");
     assert!(dropped["oversized"].as_u64().unwrap() >= 3, "{dropped}");
-    assert!(dropped["unknown_sender"].as_u64().unwrap() >= 3, "{dropped}");
+    assert!(
+        dropped["unknown_sender"].as_u64().unwrap() >= 3,
+        "{dropped}"
+    );
     let _ = VIP;
 }

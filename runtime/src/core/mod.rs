@@ -199,6 +199,11 @@ pub struct Core {
     peer_was_alive: bool,
     data_gen: u64,
     ping_ok: bool,
+    /// When the ping nodes last started answering: a master that comes out of isolation
+    /// listens for the peer for `initdead`, as at start, before it may take over. The network
+    /// is back, but the peer's heartbeats may need an ARP resolution or a serial reopen.
+    ping_ok_since: Option<Now>,
+    ping_ever_ok: bool,
     monitors_fit: bool,
     unfit_until: Option<Now>,
     /// We gave the group up and wait for the peer to take it, until this time.
@@ -227,6 +232,8 @@ impl Core {
         ];
         Core {
             ping_ok: !cfg.ping_configured,
+            ping_ok_since: None,
+            ping_ever_ok: false,
             cfg,
             role: Role::Starting,
             role_since: now,
@@ -298,6 +305,7 @@ impl Core {
             consider(self.started_at + self.cfg.initdead);
         }
         for t in [
+            self.ping_ok_since.map(|t| t + self.cfg.initdead),
             self.unfit_until,
             self.handover_until,
             self.takeover_until,
@@ -319,6 +327,9 @@ impl Core {
             Event::Ping { reachable } => {
                 if reachable != self.ping_ok {
                     self.ping_ok = reachable;
+                    // The first answer after start is not a return from isolation.
+                    self.ping_ok_since = (reachable && self.ping_ever_ok).then_some(now);
+                    self.ping_ever_ok |= reachable;
                     self.no_takeover_noted = false;
                     out.push(Action::SendNow);
                 }
@@ -703,6 +714,12 @@ impl Core {
                 self.cfg.initdead.as_millis()
             )
         };
+        if self
+            .ping_ok_since
+            .is_some_and(|t| now < t + self.cfg.initdead)
+        {
+            return; // just out of isolation: give the peer's heartbeats time to arrive
+        }
         let blocker = if !self.ping_ok {
             Some("no ping node answers (this master may be the isolated one)".to_string())
         } else if !self.fit(now) {

@@ -307,6 +307,36 @@ fn cases() -> Vec<Case> {
         ],
     ));
     v.push(case(
+        "out of isolation the peer is heard within initdead: no takeover",
+        Setup {
+            ping: true,
+            ..base()
+        },
+        vec![
+            s(0, In::Ping(true), &[], Starting),
+            s(10, In::Beats(BOTH, peer(Active).gen(4), 1000), &[], Standby),
+            s(1010, In::Ping(false), &[], Standby),
+            s(
+                1510,
+                In::Tick,
+                &[
+                    al(A::LinkDown),
+                    al(A::LinkDown),
+                    al(A::PeerDead),
+                    al(A::NoTakeover),
+                ],
+                Standby,
+            ),
+            s(2600, In::Ping(true), &[], Standby),
+            s(
+                3500,
+                In::Beats(BOTH, peer(Active).gen(4), 6000),
+                &[],
+                Standby,
+            ),
+        ],
+    ));
+    v.push(case(
         "both standby, only we reach the ping node: we take with older data",
         Setup {
             ping: true,
@@ -1365,4 +1395,39 @@ fn late_heartbeat_is_noted_once() {
         late(&core.handle(Duration::from_millis(750), Event::Tick)),
         1
     );
+}
+
+#[test]
+fn out_of_isolation_takes_over_after_initdead_when_the_peer_stays_silent() {
+    let mut core = Core::new(
+        CoreConfig {
+            ping_configured: true,
+            ..config(base())
+        },
+        Duration::ZERO,
+        0,
+    );
+    let at = Duration::from_millis;
+    core.handle(at(0), Event::Ping { reachable: true });
+    core.handle(
+        at(10),
+        Event::Heard {
+            link: 0,
+            beat: beat(peer(Active), 1),
+            fresh: true,
+        },
+    );
+    core.handle(at(100), Event::Ping { reachable: false });
+    core.handle(at(700), Event::Tick);
+    assert_eq!(core.role(), Role::Standby);
+    core.handle(at(1000), Event::Ping { reachable: true });
+    assert_eq!(core.next_deadline(at(2900)), at(3000));
+    assert!(!core
+        .handle(at(2999), Event::Tick)
+        .iter()
+        .any(|a| matches!(a, Action::Acquire { .. })));
+    assert!(core
+        .handle(at(3000), Event::Tick)
+        .iter()
+        .any(|a| matches!(a, Action::Acquire { .. })));
 }

@@ -137,11 +137,7 @@ mod tests {
         }
         assert_eq!(
             got,
-            vec![
-                Piece::Garbage,
-                Piece::Frame(msg.clone()),
-                Piece::Frame(msg)
-            ]
+            vec![Piece::Garbage, Piece::Frame(msg.clone()), Piece::Frame(msg)]
         );
     }
 
