@@ -331,7 +331,7 @@ fn cases() -> Vec<Case> {
             s(
                 3500,
                 In::Beats(BOTH, peer(Active).gen(4), 6000),
-                &[],
+                &[al(A::PeerBack), al(A::LinkUp), al(A::LinkUp)],
                 Standby,
             ),
         ],
