@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the tests use: real DHCP/TFTP clients and peers, QEMU with iPXE and OVMF
-/// firmware, archive tools for initramfs round trips.
+/// firmware, archive tools for initramfs round trips, nftables and an SMTP sink for the HA lab.
 pub const TEST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "ipxe-qemu",
@@ -32,6 +32,11 @@ pub const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "binutils",
+    // The HA lab: nft cuts links, python3's smtpd is the SMTP sink, pgrep finds daemons.
+    "nftables",
+    "python3",
+    "procps",
+    "util-linux",
 ];
 
 /// Fuzz targets run for a short bounded time each.
