@@ -176,7 +176,8 @@ table arp cmcut {
         )
     }
 
-    /// Drops only the UDP heartbeats on eth0.
+    /// Drops only the UDP heartbeats on eth0; with the serial cable cut too, the masters lose
+    /// each other while both still reach the ping node (a true partition).
     pub fn cut_udp_heartbeats(&self) -> Result<()> {
         self.nft(
             r#"table inet cmcut {
@@ -187,6 +188,7 @@ table arp cmcut {
         )
     }
 
+    /// Removes the cuts of `cut_network` and `cut_udp_heartbeats`.
     pub fn heal_network(&self) -> Result<()> {
         let _ = self.ns.run("nft", &["delete", "table", "inet", "cmcut"]);
         let _ = self.ns.run("nft", &["delete", "table", "arp", "cmcut"]);
@@ -370,6 +372,10 @@ impl HaLab {
         Ok(())
     }
 
+    pub fn fence_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fence.log")).unwrap_or_default()
+    }
+
     pub fn smtp_text(&self) -> String {
         std::fs::read_to_string(&self.smtp_log).unwrap_or_default()
     }
@@ -485,6 +491,7 @@ warntime = "{}ms"
 deadtime = "{}ms"
 initdead = "{}ms"
 ping_nodes = ["{C_IP}"]
+fence = {{ command = "echo \"$(date +%s.%N) {name} fenced $CM_PEER\" >> {d}/fence.log" }}
 [[ha.links]]
 kind = "udp"
 peer = "{peer_ip}"
