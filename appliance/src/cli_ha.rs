@@ -131,18 +131,16 @@ pub fn render_status(d: &Value) -> String {
         },
     ));
     let p = &d["peer"];
+    let alive = p["alive"].as_bool() == Some(true);
     line(format!(
-        "peer {}: {}{}, last heard {} ago",
+        "peer {}: {}, last heard {} ago",
         s(&p["name"]),
-        if p["alive"].as_bool() == Some(true) {
-            "alive"
-        } else {
-            "DEAD"
+        match (alive, p["role"].as_str()) {
+            (true, Some(role)) => format!("alive, {role}"),
+            (true, None) => "alive".into(),
+            (false, Some(role)) => format!("DEAD (was {role})"),
+            (false, None) => "never heard".into(),
         },
-        p["role"]
-            .as_str()
-            .map(|r| format!(", {r}"))
-            .unwrap_or_default(),
         ms(&p["last_heard_ms"]),
     ));
     line(format!(

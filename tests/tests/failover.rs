@@ -64,6 +64,11 @@ fn kill9_fails_over_old_primary_stays_standby_and_standby_moves_back() {
     assert_eq!(status["group_holder"], "b");
     let cause = status["last_transition"]["cause"].as_str().unwrap_or("");
     assert!(cause.contains("silent"), "cause: {cause}");
+    let human = lab.b.cli(&["status"]).unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    eprintln!("{human}");
+    assert!(human.contains("group holder: b"), "{human}");
+    assert!(human.contains("peer a: DEAD"), "{human}");
 
     // A comes back after a restart: it sees B active and stays standby (no failback).
     lab.a.start().unwrap();
