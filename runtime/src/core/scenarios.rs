@@ -167,7 +167,7 @@ fn standby_steps(to: u64) -> Vec<Step> {
 }
 
 fn cases() -> Vec<Case> {
-    let mut v = Vec::new();
+    let mut v: Vec<Case> = Vec::with_capacity(64);
 
     // ---- start-up ----
     v.push(case(
