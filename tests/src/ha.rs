@@ -24,6 +24,15 @@ pub struct LabOptions {
     pub initdead_ms: u64,
     pub serial: bool,
     pub monitor: bool,
+    /// The network link: unicast to the peer, broadcast, or multicast on eth0.
+    pub net_link: NetLink,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NetLink {
+    Ucast,
+    Bcast,
+    Mcast,
 }
 
 impl Default for LabOptions {
@@ -35,6 +44,7 @@ impl Default for LabOptions {
             initdead_ms: 2000,
             serial: true,
             monitor: true,
+            net_link: NetLink::Ucast,
         }
     }
 }
@@ -492,12 +502,16 @@ deadtime = "{}ms"
 initdead = "{}ms"
 ping_nodes = ["{C_IP}"]
 fence = {{ command = "echo \"$(date +%s.%N) {name} fenced $CM_PEER\" >> {d}/fence.log" }}
-[[ha.links]]
-kind = "udp"
-peer = "{peer_ip}"
 "#,
         o.keepalive_ms, o.warntime_ms, o.deadtime_ms, o.initdead_ms
     );
+    text += &match o.net_link {
+        NetLink::Ucast => format!("[[ha.links]]\nkind = \"udp\"\npeer = \"{peer_ip}\"\n"),
+        NetLink::Bcast => "[[ha.links]]\nkind = \"bcast\"\ninterface = \"eth0\"\n".into(),
+        NetLink::Mcast => {
+            "[[ha.links]]\nkind = \"mcast\"\ngroup = \"239.0.0.94\"\ninterface = \"eth0\"\n".into()
+        }
+    };
     if o.serial {
         text += &format!(
             r#"[[ha.links]]

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cm_tests::ha::{HaLab, LabOptions, VIP};
+use cm_tests::ha::{HaLab, LabOptions, NetLink, VIP};
 use cm_tests::{require_program, require_root, wait_for};
 
 /// One lab at a time: the scenarios are about timing, and the machine has two cores.
@@ -295,4 +295,25 @@ fn forged_replayed_truncated_oversized_heartbeats_change_nothing() {
         "{dropped}"
     );
     let _ = VIP;
+}
+
+#[test]
+fn broadcast_and_multicast_links_carry_the_heartbeats() {
+    if !prerequisites("broadcast and multicast links") {
+        return;
+    }
+    let _one = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    for net_link in [NetLink::Bcast, NetLink::Mcast] {
+        let mut lab = lab_with_a_active(LabOptions {
+            serial: false,
+            net_link,
+            ..LabOptions::default()
+        });
+        let s = lab.b.status().unwrap();
+        assert_eq!(s["peer"]["alive"], true, "{net_link:?}: {s}");
+        assert_eq!(s["links"][0]["dropped"]["unknown_sender"], 0, "{s}");
+        lab.a.kill9().unwrap();
+        lab.wait_holder("b", secs(10)).unwrap();
+        lab.wait_service("b", secs(10)).unwrap();
+    }
 }
