@@ -250,7 +250,9 @@ impl ReplayFilter {
         if id <= *last || hb.seq == 0 {
             return Err(Reject::Replayed);
         }
-        if id.0 < self.newest.0 || (id.0 == self.newest.0 && id.1 + REPLAY_WINDOW < self.newest.1) {
+        if id.0 < self.newest.0
+            || (id.0 == self.newest.0 && id.1.saturating_add(REPLAY_WINDOW) < self.newest.1)
+        {
             return Err(Reject::Replayed);
         }
         *last = id;
@@ -328,6 +330,15 @@ mod tests {
         restarted.boot_gen += 5;
         assert_eq!(f.check(1, &restarted), Ok(Verdict::Fresh));
         assert_eq!(f.check(0, &hb(100)), Err(Reject::Replayed));
+    }
+
+    #[test]
+    fn sequence_numbers_at_the_end_of_the_range() {
+        // Found by the ha_wire fuzz target: the window arithmetic overflowed.
+        let mut f = ReplayFilter::new(1, 0);
+        assert_eq!(f.check(0, &hb(u64::MAX - 1)), Ok(Verdict::Fresh));
+        assert_eq!(f.check(0, &hb(u64::MAX)), Ok(Verdict::Fresh));
+        assert_eq!(f.check(0, &hb(u64::MAX)), Err(Reject::Replayed));
     }
 
     #[test]

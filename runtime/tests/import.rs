@@ -651,7 +651,8 @@ fn malformed_inputs_name_their_line() {
         (Mon, "watch nogroup\n".into(), 1, "not defined"),
         (Mon, "service x\n".into(), 1, "outside a watch"),
         (Mon, "interval 10s\n".into(), 1, "outside a service"),
-        (Mon, "hostgroup g\n".into(), 1, "no hosts"),
+        (Mon, "hostgroup g\n\nwatch g\n".into(), 1, "no hosts"),
+        (Mon, "hostgroup g a\n  b c;d\n".into(), 2, "not a host name"),
         (Mon, "hostgroup g h;rm\n".into(), 1, "not a host name"),
         (
             Mon,

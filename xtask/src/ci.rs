@@ -46,6 +46,9 @@ pub const FUZZ_TARGETS: &[&str] = &[
     "initrd_archive",
     "initrd_elf",
     "initrd_modules_dep",
+    "ha_wire",
+    "import_heartbeat",
+    "import_mon",
 ];
 
 #[derive(clap::Args, Debug)]

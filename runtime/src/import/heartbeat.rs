@@ -153,7 +153,7 @@ pub fn parse_ha_cf(
     let mut initdead: Option<(Duration, usize)> = None;
     let mut failback_seen = false;
 
-    for Line { no, text } in &lines {
+    for Line { no, text, .. } in &lines {
         let no = *no;
         let mut words = text.split_whitespace();
         let Some(directive) = words.next() else {
@@ -1035,7 +1035,7 @@ pub fn parse_authkeys(text: &str) -> Result<Vec<u8>, ImportError> {
     let err = |no: usize, what: String, fix: &str| ImportError::new(AUTHKEYS, no, what, fix);
     let mut active: Option<(u8, usize)> = None;
     let mut methods: [Option<(String, Option<String>, usize)>; 16] = Default::default();
-    for Line { no, text } in &lines {
+    for Line { no, text, .. } in &lines {
         let no = *no;
         let words: Vec<&str> = text.split_whitespace().collect();
         match words.as_slice() {

@@ -195,6 +195,8 @@ pub(crate) fn rename_warning(w: String, short: &str, path: &str) -> String {
 pub(crate) struct Line {
     pub no: usize,
     pub text: String,
+    /// A blank line (not a comment) comes between this line and the previous one.
+    pub after_blank: bool,
 }
 
 /// How a format writes comments and continued lines.
@@ -225,6 +227,7 @@ pub(crate) fn logical_lines(
     }
     let mut out = Vec::new();
     let mut pending: Option<Line> = None;
+    let mut blank = false;
     for (i, raw) in text.split('\n').enumerate() {
         let no = i + 1;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -235,6 +238,10 @@ pub(crate) fn logical_lines(
                 format!("line longer than {MAX_LINE} bytes"),
                 "shorten it (or check that this is the right file)",
             ));
+        }
+        if pending.is_none() && raw.trim().is_empty() {
+            blank = true;
+            continue;
         }
         let mut content = strip_comment(raw, syntax.comment);
         let continued = syntax.continuation && content.trim_end().ends_with('\\');
@@ -259,12 +266,14 @@ pub(crate) fn logical_lines(
             None => Line {
                 no,
                 text: content.to_string(),
+                after_blank: blank,
             },
         };
         if continued {
             pending = Some(line);
         } else if !line.text.trim().is_empty() {
             out.push(line);
+            blank = false;
         }
     }
     if let Some(l) = pending {

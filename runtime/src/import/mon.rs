@@ -23,6 +23,103 @@ pub const DEFAULT_ALERTDIR: &str = "/usr/lib/mon/alert.d";
 const MAX_HOSTS: usize = 256;
 const MAX_MONITORS: usize = 1024;
 
+struct Group {
+    name: String,
+    hosts: Vec<String>,
+    /// Where it is defined.
+    line: usize,
+}
+
+/// Every keyword of mon.cf this importer knows (a line starting with one ends a hostgroup).
+const KEYWORDS: &[&str] = &[
+    "hostgroup",
+    "watch",
+    "service",
+    "interval",
+    "randskew",
+    "monitor",
+    "period",
+    "alert",
+    "numalerts",
+    "alertafter",
+    "alertevery",
+    "upalert",
+    "startupalert",
+    "comp_alerts",
+    "no_comp_alerts",
+    "ackalert",
+    "description",
+    "allow_empty_group",
+    "traptimeout",
+    "trapduration",
+    "depend",
+    "dep_behavior",
+    "dep_memory",
+    "hostdepend",
+    "exclude_hosts",
+    "exclude_period",
+    "failure_interval",
+    "redistribute",
+    "unack_summary",
+    "mondir",
+    "alertdir",
+    "cfbasedir",
+    "basedir",
+    "statedir",
+    "logdir",
+    "maxprocs",
+    "histlength",
+    "historicfile",
+    "historictime",
+    "randstart",
+    "authfile",
+    "authtype",
+    "userfile",
+    "serverbind",
+    "clientallow",
+    "trapbind",
+    "serverport",
+    "trapport",
+    "snmpport",
+    "pidfile",
+    "syslog_facility",
+    "dtlogfile",
+    "dtlogging",
+    "startupalerts_on_reset",
+    "monerrfile",
+    "monremote",
+    "ocfile",
+    "cltimeout",
+    "snmp",
+    "snmpconfpath",
+    "maxkeep",
+];
+
+fn add_hosts(group: &mut Group, hosts: &[&str], no: usize) -> Result<(), ImportError> {
+    for h in hosts {
+        if !valid_host(h) {
+            return Err(ImportError::new(
+                MON_CF,
+                no,
+                format!("`{}` is not a host name or address", one_line(h)),
+                "list host names or IP addresses",
+            ));
+        }
+        if group.hosts.len() == MAX_HOSTS {
+            return Err(ImportError::new(
+                MON_CF,
+                no,
+                format!("hostgroup `{}` has more than {MAX_HOSTS} hosts", group.name),
+                "split the group",
+            ));
+        }
+        if !group.hosts.iter().any(|known| known == h) {
+            group.hosts.push(h.to_string());
+        }
+    }
+    Ok(())
+}
+
 struct Service {
     name: String,
     line: usize,
@@ -72,14 +169,32 @@ pub fn import(
     let err = |no: usize, what: String, fix: &str| ImportError::new(MON_CF, no, what, fix);
     let mut mondir = DEFAULT_MONDIR.to_string();
     let mut alertdir = DEFAULT_ALERTDIR.to_string();
-    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut open_group: Option<usize> = None;
     let mut watch: Option<(String, Vec<String>)> = None;
     let mut service: Option<Service> = None;
     let mut monitors = std::mem::take(&mut into.monitors);
     let result = (|| {
-        for Line { no, text } in &lines {
+        for Line {
+            no,
+            text,
+            after_blank,
+        } in &lines
+        {
             let no = *no;
             let trimmed = text.trim();
+            // Non-blank lines after a hostgroup line that start with no keyword are more
+            // hosts; a blank line ends the group.
+            if let Some(index) = open_group.filter(|_| !after_blank) {
+                let first = trimmed.split_whitespace().next().unwrap_or("");
+                let first = first.split('=').next().unwrap_or("").to_ascii_lowercase();
+                if !KEYWORDS.contains(&first.as_str()) {
+                    let hosts: Vec<&str> = trimmed.split_whitespace().collect();
+                    add_hosts(&mut groups[index], &hosts, no)?;
+                    continue;
+                }
+            }
+            open_group = None;
             let (keyword, rest) = trimmed
                 .split_once(char::is_whitespace)
                 .map_or((trimmed, ""), |(k, r)| (k, r.trim()));
@@ -121,37 +236,24 @@ pub fn import(
                             "write `hostgroup NAME HOST...`",
                         ));
                     };
-                    if hosts.is_empty() {
-                        return Err(err(
-                            no,
-                            format!("hostgroup `{}` has no hosts", one_line(name)),
-                            "list the hosts to check, e.g. `hostgroup local_mysql localhost`",
-                        ));
-                    }
-                    if hosts.len() > MAX_HOSTS {
-                        return Err(err(
-                            no,
-                            format!("more than {MAX_HOSTS} hosts"),
-                            "split the group",
-                        ));
-                    }
-                    for h in hosts {
-                        if !valid_host(h) {
-                            return Err(err(
-                                no,
-                                format!("`{}` is not a host name or address", one_line(h)),
-                                "list host names or IP addresses",
-                            ));
-                        }
-                    }
-                    let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-                    match groups.iter_mut().find(|(g, _)| g == name) {
-                        Some((_, old)) => {
+                    let index = match groups.iter().position(|g| g.name == *name) {
+                        Some(i) => {
                             note(warnings, no, format!("hostgroup `{name}` redefined"));
-                            *old = hosts;
+                            groups[i].hosts.clear();
+                            groups[i].line = no;
+                            i
                         }
-                        None => groups.push((name.to_string(), hosts)),
-                    }
+                        None => {
+                            groups.push(Group {
+                                name: name.to_string(),
+                                hosts: Vec::new(),
+                                line: no,
+                            });
+                            groups.len() - 1
+                        }
+                    };
+                    add_hosts(&mut groups[index], hosts, no)?;
+                    open_group = Some(index);
                 }
                 "watch" => {
                     finish(service.take(), &mondir, &mut monitors, warnings)?;
@@ -162,14 +264,21 @@ pub fn import(
                             "write `watch GROUP`",
                         ));
                     };
-                    let Some((_, hosts)) = groups.iter().find(|(g, _)| g == name) else {
+                    let Some(group) = groups.iter().find(|g| g.name == *name) else {
                         return Err(err(
                             no,
                             format!("hostgroup `{}` is not defined", one_line(name)),
                             "define it with `hostgroup NAME HOST...` above the watch",
                         ));
                     };
-                    watch = Some((name.to_string(), hosts.clone()));
+                    if group.hosts.is_empty() {
+                        return Err(err(
+                            group.line,
+                            format!("hostgroup `{}` has no hosts", one_line(name)),
+                            "list the hosts to check, e.g. `hostgroup local_mysql localhost`",
+                        ));
+                    }
+                    watch = Some((name.to_string(), group.hosts.clone()));
                 }
                 "service" => {
                     finish(service.take(), &mondir, &mut monitors, warnings)?;
