@@ -230,10 +230,17 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
                 import::mon::import(&text, &mut imported.ha, &mut imported.warnings)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             }
-            if let (Some(path), Some(key)) = (&key_out, &imported.key) {
-                runtime::ha::write_key_bytes(path, runtime::ha::hex(key).as_bytes())?;
-                imported.ha.key_file = path.clone();
-                eprintln!("wrote the key derived from authkeys to {}", path.display());
+            match (&key_out, &imported.key) {
+                (Some(path), Some(key)) => {
+                    runtime::ha::write_key_bytes(path, runtime::ha::hex(key).as_bytes())?;
+                    imported.ha.key_file = path.clone();
+                    eprintln!("wrote the key derived from authkeys to {}", path.display());
+                }
+                (None, Some(_)) => imported.warnings.push(format!(
+                    "the key derived from authkeys was not written: pass --key-out {} (both masters need the same key)",
+                    imported.ha.key_file.display()
+                )),
+                _ => {}
             }
             let source = match &mon {
                 Some(m) => format!("{} and {}", dir.display(), m.display()),

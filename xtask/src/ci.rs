@@ -49,6 +49,7 @@ pub const FUZZ_TARGETS: &[&str] = &[
     "ha_wire",
     "import_heartbeat",
     "import_mon",
+    "ha_serial_frames",
 ];
 
 #[derive(clap::Args, Debug)]
