@@ -317,3 +317,51 @@ fn broadcast_and_multicast_links_carry_the_heartbeats() {
         lab.wait_service("b", secs(10)).unwrap();
     }
 }
+
+#[test]
+fn no_false_failover_with_cpus_and_disk_saturated_at_tuned_timing() {
+    if !(prerequisites("no false failover under load") && require_program("load", "stress-ng")) {
+        return;
+    }
+    let _one = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let tuned = LabOptions {
+        keepalive_ms: 30,
+        warntime_ms: 90,
+        deadtime_ms: 150,
+        ..LabOptions::default()
+    };
+    let lab = lab_with_a_active(tuned);
+    let before = lab.b.status().unwrap();
+    // Both CPUs, block I/O and a disk writer, for 30 s (the benchmark runs 10 minutes).
+    let mut stress = std::process::Command::new("stress-ng")
+        .args([
+            "--cpu",
+            "2",
+            "--io",
+            "2",
+            "--hdd",
+            "1",
+            "--hdd-bytes",
+            "256M",
+        ])
+        .args(["--temp-path"])
+        .arg(lab.dir.path())
+        .args(["--timeout", "30s", "--quiet"])
+        .spawn()
+        .unwrap();
+    let steady = lab.assert_steady_holder("a", secs(30));
+    let _ = stress.wait();
+    steady.unwrap();
+    let after = lab.b.status().unwrap();
+    assert_eq!(after["role"], "standby");
+    assert_eq!(
+        after["last_transition"], before["last_transition"],
+        "B changed role under load"
+    );
+    // The peer was never declared dead: no late-heartbeat gap reached deadtime.
+    assert!(
+        !lab.b.log_text().contains("event=peer-dead"),
+        "{}",
+        lab.diagnostics()
+    );
+}

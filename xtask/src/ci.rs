@@ -11,7 +11,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the tests use: real DHCP/TFTP clients and peers, QEMU with iPXE and OVMF
-/// firmware, archive tools for initramfs round trips, nftables and an SMTP sink for the HA lab.
+/// firmware, archive tools for initramfs round trips, nftables, an SMTP sink and
+/// stress-ng for the HA lab.
 pub const TEST_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "ipxe-qemu",
@@ -37,6 +38,7 @@ pub const TEST_PACKAGES: &[&str] = &[
     "python3",
     "procps",
     "util-linux",
+    "stress-ng",
 ];
 
 /// Fuzz targets run for a short bounded time each.
