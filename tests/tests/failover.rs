@@ -365,3 +365,21 @@ fn no_false_failover_with_cpus_and_disk_saturated_at_tuned_timing() {
         lab.diagnostics()
     );
 }
+
+#[test]
+fn orderly_stop_of_the_active_hands_over_at_once() {
+    if !prerequisites("orderly stop") {
+        return;
+    }
+    let _one = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = lab_with_a_active(LabOptions::default());
+    lab.a.stop(); // SIGTERM: release the group, tell B to take it now
+    lab.wait_holder("b", secs(10)).unwrap();
+    lab.wait_service("b", secs(10)).unwrap();
+    let status = lab.b.status().unwrap();
+    let cause = status["last_transition"]["cause"].as_str().unwrap_or("");
+    // Taken because A handed it over, not after deadtime of silence.
+    assert!(cause.contains("handed the group over"), "cause: {cause}");
+    assert!(lab.a.log_text().contains("clustermaker is stopping"), "{}", lab.diagnostics());
+    assert!(lab.a.serve_pid().is_none(), "serve still runs after SIGTERM");
+}
