@@ -26,6 +26,8 @@ pub struct LabOptions {
     pub monitor: bool,
     /// The network link: unicast to the peer, broadcast, or multicast on eth0.
     pub net_link: NetLink,
+    /// B's service cannot start (its start command exits 1).
+    pub b_start_fails: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,6 +47,7 @@ impl Default for LabOptions {
             serial: true,
             monitor: true,
             net_link: NetLink::Ucast,
+            b_start_fails: false,
         }
     }
 }
@@ -521,6 +524,11 @@ baud = 19200
 "#
         );
     }
+    let start = if o.b_start_fails && name == "b" {
+        "echo 'echo: port 7000 busy' >&2; exit 1".to_string()
+    } else {
+        format!("setsid socat TCP-LISTEN:{SERVICE_PORT},fork,reuseaddr SYSTEM:'echo {name}' </dev/null >/dev/null 2>&1 & echo $! > {d}/{name}-echo.pid")
+    };
     text += &format!(
         r#"[[ha.resources]]
 kind = "ipaddr"
@@ -530,7 +538,7 @@ interface = "eth0"
 kind = "service"
 name = "echo"
 manager = "command"
-start = "setsid socat TCP-LISTEN:{SERVICE_PORT},fork,reuseaddr SYSTEM:'echo {name}' </dev/null >/dev/null 2>&1 & echo $! > {d}/{name}-echo.pid"
+start = "{start}"
 stop = "kill $(cat {d}/{name}-echo.pid) 2>/dev/null; rm -f {d}/{name}-echo.pid; true"
 status = "kill -0 $(cat {d}/{name}-echo.pid)"
 timeout = "10s"

@@ -380,6 +380,49 @@ fn orderly_stop_of_the_active_hands_over_at_once() {
     let cause = status["last_transition"]["cause"].as_str().unwrap_or("");
     // Taken because A handed it over, not after deadtime of silence.
     assert!(cause.contains("handed the group over"), "cause: {cause}");
-    assert!(lab.a.log_text().contains("clustermaker is stopping"), "{}", lab.diagnostics());
-    assert!(lab.a.serve_pid().is_none(), "serve still runs after SIGTERM");
+    assert!(
+        lab.a.log_text().contains("clustermaker is stopping"),
+        "{}",
+        lab.diagnostics()
+    );
+    assert!(
+        lab.a.serve_pid().is_none(),
+        "serve still runs after SIGTERM"
+    );
+}
+
+#[test]
+fn a_group_that_fails_to_start_is_released_and_handed_back() {
+    if !prerequisites("failed start") {
+        return;
+    }
+    let _one = LAB.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = lab_with_a_active(LabOptions {
+        b_start_fails: true,
+        ..LabOptions::default()
+    });
+    let out = lab.b.cli(&["takeover"]).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A releases to B, B's service does not start: B takes the VIP down again and hands the
+    // group back; A takes it again.
+    wait_for("B's failed start", secs(10), || {
+        lab.b
+            .log_text()
+            .contains("event=acquire-failed")
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    lab.wait_holder("a", secs(10)).unwrap();
+    lab.wait_service("a", secs(10)).unwrap();
+    lab.assert_steady_holder("a", secs(1)).unwrap();
+    let b = lab.b.status().unwrap();
+    assert_eq!(b["role"], "standby");
+    assert_eq!(b["fit"], false, "B stays unfit for failure_hold: {b}");
+    let a = lab.a.status().unwrap();
+    let cause = a["last_transition"]["cause"].as_str().unwrap_or("");
+    assert!(cause.contains("handed the group over"), "cause: {cause}");
 }
