@@ -237,6 +237,12 @@ impl<'a> Pair<'a> {
                         bail!("A's daemon has no process to kill");
                     }
                     let t0 = Instant::now();
+                    // Stop them all first, so that none of them sees another die and says
+                    // goodbye (keepalived's VRRP child, for one, learns of its parent's death):
+                    // at t0 the whole daemon is gone at once, as in a crash.
+                    for &p in &pids {
+                        unsafe { libc::kill(p, libc::SIGSTOP) };
+                    }
                     for p in pids {
                         unsafe { libc::kill(p, libc::SIGKILL) };
                     }
@@ -691,7 +697,7 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
     s.method = vec![
         "Lab: masters A (10.77.0.1) and B (10.77.0.2) and client C (10.77.0.3), each a network namespace with `eth0` on a bridge in a fourth namespace; VIP 10.77.0.100/24 on `eth0`. Each master answers TCP port 80 with its name (a thread of the harness inside the master's namespace).".into(),
         "Poller: from C, a fresh TCP connection to VIP:80 every 10 ms (each on its own thread, 250 ms connect and read timeouts, so a request hanging on the dead holder does not delay the next). C's neighbour table is not flushed while measuring: the new holder's gratuitous ARP is part of the failover.".into(),
-        format!("A run: reset (kill every daemon, remove the VIP, restore the link, start both daemons with fresh state, wait until A alone holds the VIP for {} s), then once A has answered {LEAD_ANSWERS} requests in a row, t0: **kill -9** sends SIGKILL to every process in A's namespace (the HA daemon and anything it forked; the VIP stays on A, as after a crash of the daemon), or **link down** loads an nftables netdev table in A's namespace dropping everything in and out of `eth0`, ARP included (t0 = when `nft` returns). The figure is t0 to the first answer from B.", SETTLE.as_secs()),
+        format!("A run: reset (kill every daemon, remove the VIP, restore the link, start both daemons with fresh state, wait until A alone holds the VIP for {} s), then once A has answered {LEAD_ANSWERS} requests in a row, t0: **kill -9** sends SIGSTOP and then SIGKILL to every process in A's namespace (the HA daemon and anything it forked, all gone at once with no goodbye; the VIP stays on A, as after a crash of the daemon), or **link down** loads an nftables netdev table in A's namespace dropping everything in and out of `eth0`, ARP included (t0 = when `nft` returns). The figure is t0 to the first answer from B.", SETTLE.as_secs()),
         format!("{runs} runs per setting and case; all settings and cases interleaved in each round, order reversed every other round. Median [min–max]; the detail table gives median and max."),
         "keepalived (Debian package): `--dont-fork --vrrp`, one `vrrp_instance`, A `state MASTER priority 150`, B `state BACKUP priority 100` (preemption on, the default), multicast adverts; defaults `advert_int 1`; tuned `advert_int 0.1` with `vrrp_version 3` (sub-second adverts exist only in VRRPv3).".into(),
         "Heartbeat 3 (Debian `heartbeat`, haresources mode, `crm no`): each node under `unshare --mount --uts` with its own copy of /etc/ha.d and /var/lib/heartbeat bind-mounted, a private tmpfs on /run and its own host name; `ucast eth0 PEER`, `authkeys` sha1, `auto_failback off`, `haresources`: `a IPaddr::10.77.0.100/24/eth0`. Defaults: `keepalive 2`, `warntime 10`, `deadtime 30`, `initdead 60` (its documented defaults, `initdead` doubled). Tuned: `keepalive 200ms`, `warntime 500ms`, `deadtime 1`, `initdead 10` (deadtime must exceed 2 × keepalive).".into(),
