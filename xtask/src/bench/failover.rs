@@ -229,9 +229,10 @@ impl<'a> Pair<'a> {
     fn run(&mut self, setting: &Setting, case: Case) -> Result<PollOutcome> {
         self.reset(setting)?;
         let lab = self.lab;
+        let delay = random_below(setting.interval);
         let outcome = match case {
             Case::Kill9 => {
-                lab::measure_failover(lab, LEAD_ANSWERS, setting.failover_timeout(), || {
+                lab::measure_failover(lab, LEAD_ANSWERS, delay, setting.failover_timeout(), || {
                     let pids = lab.daemon_pids(Node::A);
                     if pids.is_empty() {
                         bail!("A's daemon has no process to kill");
@@ -252,7 +253,7 @@ impl<'a> Pair<'a> {
                 })?
             }
             Case::LinkDown => {
-                lab::measure_failover(lab, LEAD_ANSWERS, setting.failover_timeout(), || {
+                lab::measure_failover(lab, LEAD_ANSWERS, delay, setting.failover_timeout(), || {
                     lab.link_down(Node::A)?;
                     // The rules are committed at the latest when nft returns.
                     Ok(Instant::now())
@@ -433,6 +434,17 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     section.tools = versions(&tools, ours.as_ref().map(|o| o.ours));
     section.rounds = Some(runs);
     Ok(section)
+}
+
+/// A uniformly random duration in [0, `max`).
+fn random_below(max: Duration) -> Duration {
+    let mut r = [0u8; 8];
+    let got = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+    if got != r.len() as isize {
+        return max / 2;
+    }
+    let unit = (u64::from_le_bytes(r) >> 11) as f64 / (1u64 << 53) as f64;
+    max.mul_f64(unit)
 }
 
 fn first_line(s: &str) -> String {
@@ -697,7 +709,7 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
     s.method = vec![
         "Lab: masters A (10.77.0.1) and B (10.77.0.2) and client C (10.77.0.3), each a network namespace with `eth0` on a bridge in a fourth namespace; VIP 10.77.0.100/24 on `eth0`. Each master answers TCP port 80 with its name (a thread of the harness inside the master's namespace).".into(),
         "Poller: from C, a fresh TCP connection to VIP:80 every 10 ms (each on its own thread, 250 ms connect and read timeouts, so a request hanging on the dead holder does not delay the next). C's neighbour table is not flushed while measuring: the new holder's gratuitous ARP is part of the failover.".into(),
-        format!("A run: reset (kill every daemon, remove the VIP, restore the link, start both daemons with fresh state, wait until A alone holds the VIP for {} s), then once A has answered {LEAD_ANSWERS} requests in a row, t0: **kill -9** sends SIGSTOP and then SIGKILL to every process in A's namespace (the HA daemon and anything it forked, all gone at once with no goodbye; the VIP stays on A, as after a crash of the daemon), or **link down** loads an nftables netdev table in A's namespace dropping everything in and out of `eth0`, ARP included (t0 = when `nft` returns). The figure is t0 to the first answer from B.", SETTLE.as_secs()),
+        format!("A run: reset (kill every daemon, remove the VIP, restore the link, start both daemons with fresh state, wait until A alone holds the VIP for {} s), then once A has answered {LEAD_ANSWERS} requests in a row and after a random wait of up to one advert / keepalive interval (so t0 falls at a random phase of the sender's timer, not always the same one), t0: **kill -9** sends SIGSTOP and then SIGKILL to every process in A's namespace (the HA daemon and anything it forked, all gone at once with no goodbye; the VIP stays on A, as after a crash of the daemon), or **link down** loads an nftables netdev table in A's namespace dropping everything in and out of `eth0`, ARP included (t0 = when `nft` returns). The figure is t0 to the first answer from B.", SETTLE.as_secs()),
         format!("{runs} runs per setting and case; all settings and cases interleaved in each round, order reversed every other round. Median [min–max]; the detail table gives median and max."),
         "keepalived (Debian package): `--dont-fork --vrrp`, one `vrrp_instance`, A `state MASTER priority 150`, B `state BACKUP priority 100` (preemption on, the default), multicast adverts; defaults `advert_int 1`; tuned `advert_int 0.1` with `vrrp_version 3` (sub-second adverts exist only in VRRPv3).".into(),
         "Heartbeat 3 (Debian `heartbeat`, haresources mode, `crm no`): each node under `unshare --mount --uts` with its own copy of /etc/ha.d and /var/lib/heartbeat bind-mounted, a private tmpfs on /run and its own host name; `ucast eth0 PEER`, `authkeys` sha1, `auto_failback off`, `haresources`: `a IPaddr::10.77.0.100/24/eth0`. Defaults: `keepalive 2`, `warntime 10`, `deadtime 30`, `initdead 60` (its documented defaults, `initdead` doubled). Tuned: `keepalive 200ms`, `warntime 500ms`, `deadtime 1`, `initdead 10` (deadtime must exceed 2 × keepalive).".into(),
@@ -754,5 +766,12 @@ mod tests {
         assert_eq!(run_lengths(&s), ["A×2", "A+B×1", "B×2"]);
         assert_eq!(count_moves(&s[..2]), 0);
         assert_eq!(count_moves(&[]), 0);
+    }
+
+    #[test]
+    fn random_delay_stays_below_its_bound() {
+        let max = Duration::from_millis(100);
+        assert!((0..1000).all(|_| random_below(max) < max));
+        assert_eq!(random_below(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -68,6 +68,9 @@ pub struct Setting {
     pub params: Vec<(String, String)>,
     /// Roughly how long the backup needs to notice (for timeouts only).
     pub detection: Duration,
+    /// Between two adverts / heartbeats: t0 is put at a random point of one such interval,
+    /// so the failover does not always hit the same phase of the sender's timer.
+    pub interval: Duration,
 }
 
 impl Setting {
@@ -110,6 +113,7 @@ pub fn keepalived(advert: &str, tier: Tier) -> Setting {
         params: params(&[("advert_int", advert)]),
         // Master down after 3 × advert + skew ((256 − 100) / 256 × advert).
         detection: Duration::from_secs_f64(secs * 3.61),
+        interval: Duration::from_secs_f64(secs),
     }
 }
 
@@ -118,6 +122,7 @@ pub fn heartbeat(
     warntime: &str,
     deadtime: &str,
     initdead: &str,
+    every: Duration,
     dead: Duration,
     tier: Tier,
 ) -> Setting {
@@ -133,6 +138,7 @@ pub fn heartbeat(
             ("initdead", initdead),
         ]),
         detection: dead,
+        interval: every,
     }
 }
 
@@ -140,6 +146,7 @@ pub fn ours(
     keepalive: &str,
     warntime: &str,
     deadtime: &str,
+    every: Duration,
     dead: Duration,
     tier: Tier,
 ) -> Setting {
@@ -155,6 +162,7 @@ pub fn ours(
             ("initdead", "2s"),
         ]),
         detection: dead,
+        interval: every,
     }
 }
 
@@ -167,6 +175,7 @@ pub fn all() -> Vec<Setting> {
             "10",
             "30",
             "60",
+            Duration::from_secs(2),
             Duration::from_secs(30),
             Tier::Default,
         ),
@@ -174,6 +183,7 @@ pub fn all() -> Vec<Setting> {
             "100ms",
             "300ms",
             "600ms",
+            Duration::from_millis(100),
             Duration::from_millis(600),
             Tier::Default,
         ),
@@ -183,6 +193,7 @@ pub fn all() -> Vec<Setting> {
             "500ms",
             "1",
             "10",
+            Duration::from_millis(200),
             Duration::from_secs(1),
             Tier::Tuned,
         ),
@@ -190,6 +201,7 @@ pub fn all() -> Vec<Setting> {
             "30ms",
             "90ms",
             "150ms",
+            Duration::from_millis(30),
             Duration::from_millis(150),
             Tier::Tuned,
         ),
@@ -306,6 +318,7 @@ pub fn start(
         Kind::Ours => {
             let ours = ours.context("no clustermaker binary")?;
             let conf = dir.join("clustermaker.toml");
+            std::fs::create_dir_all(dir.join("state"))?;
             std::fs::write(
                 &conf,
                 ours_conf(setting, node, dir, &ours.key_file, ours.boot_off),
@@ -508,6 +521,7 @@ mod tests {
             "30ms",
             "90ms",
             "150ms",
+            Duration::from_millis(30),
             Duration::from_millis(150),
             Tier::Tuned,
         );

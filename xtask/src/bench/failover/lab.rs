@@ -408,11 +408,12 @@ fn request() -> Option<String> {
 
 /// C requests the VIP every 10 ms (each request on a thread of its own, so one that hangs on
 /// a dead holder does not delay the next). Once A has answered `lead_answers` requests in a
-/// row, `provoke` runs (it kills A's daemon or cuts A's link and returns t0); from then the
-/// first answer from B ends the measurement, or `timeout` does.
+/// row, and then `delay` has passed, `provoke` runs (it kills A's daemon or cuts A's link and
+/// returns t0); from then the first answer from B ends the measurement, or `timeout` does.
 pub fn measure_failover(
     lab: &Lab,
     lead_answers: usize,
+    delay: Duration,
     timeout: Duration,
     provoke: impl FnOnce() -> Result<Instant>,
 ) -> Result<PollOutcome> {
@@ -423,6 +424,7 @@ pub fn measure_failover(
         let mut in_flight = 0usize;
         let mut next = Instant::now();
         let mut a_in_row = 0usize;
+        let mut fire_at: Option<Instant> = None;
         let mut t0: Option<Instant> = None;
         let mut out = PollOutcome::default();
         let lead_deadline = Instant::now() + Duration::from_secs(15);
@@ -468,7 +470,10 @@ pub fn measure_failover(
                 }
             }
             match t0 {
-                None if a_in_row >= lead_answers => {
+                None if fire_at.is_none() && a_in_row >= lead_answers => {
+                    fire_at = Some(Instant::now() + delay);
+                }
+                None if fire_at.is_some_and(|f| Instant::now() >= f) => {
                     let started = Instant::now();
                     let f = provoke.take().expect("provoked once");
                     let at = f()?;
