@@ -76,6 +76,8 @@ struct Contender {
     samples: Vec<(Case, Vec<f64>, usize)>,
     /// Every run's detail, for `--json`.
     runs: Vec<serde_json::Value>,
+    /// Attempts that were redone, and why.
+    redone: Vec<String>,
     load: Option<LoadResult>,
 }
 
@@ -225,8 +227,21 @@ impl<'a> Pair<'a> {
         Ok(())
     }
 
-    /// One measured failover.
-    fn run(&mut self, setting: &Setting, case: Case) -> Result<PollOutcome> {
+    /// One measured failover; a run that cannot be set up (the pair does not settle, A does
+    /// not answer steadily before t0) is tried again, twice at most.
+    /// Returns the outcome and why earlier attempts were redone.
+    fn run(&mut self, setting: &Setting, case: Case) -> Result<(PollOutcome, Vec<String>)> {
+        let mut redone = Vec::new();
+        for _attempt in 0..3 {
+            match self.run_once(setting, case) {
+                Ok(o) => return Ok((o, redone)),
+                Err(e) => redone.push(first_line(&format!("{e:#}"))),
+            }
+        }
+        bail!("three attempts failed: {}", redone.join("; "))
+    }
+
+    fn run_once(&mut self, setting: &Setting, case: Case) -> Result<PollOutcome> {
         self.reset(setting)?;
         let lab = self.lab;
         let delay = random_below(setting.interval);
@@ -237,6 +252,7 @@ impl<'a> Pair<'a> {
                     if pids.is_empty() {
                         bail!("A's daemon has no process to kill");
                     }
+                    check_only_a(lab)?;
                     let t0 = Instant::now();
                     // Stop them all first, so that none of them sees another die and says
                     // goodbye (keepalived's VRRP child, for one, learns of its parent's death):
@@ -254,6 +270,7 @@ impl<'a> Pair<'a> {
             }
             Case::LinkDown => {
                 lab::measure_failover(lab, LEAD_ANSWERS, delay, setting.failover_timeout(), || {
+                    check_only_a(lab)?;
                     lab.link_down(Node::A)?;
                     // The rules are committed at the latest when nft returns.
                     Ok(Instant::now())
@@ -294,6 +311,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             setting,
             samples: Vec::new(),
             runs: Vec::new(),
+            redone: Vec::new(),
             load: None,
         })
         .collect();
@@ -358,7 +376,16 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                 case.label()
             ));
             match pair.run(&c.setting, case) {
-                Ok(outcome) => {
+                Ok((outcome, redone)) => {
+                    for r in &redone {
+                        ctx.progress.line(format!(
+                            "failover: {} {}, {}: attempt redone: {r}",
+                            c.setting.kind.who(),
+                            c.setting.label,
+                            case.label()
+                        ));
+                    }
+                    c.redone.extend(redone);
                     ctx.progress.line(format!(
                         "failover: {} {}, {}, run {}: {}",
                         c.setting.kind.who(),
@@ -434,6 +461,15 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     section.tools = versions(&tools, ours.as_ref().map(|o| o.ours));
     section.rounds = Some(runs);
     Ok(section)
+}
+
+/// Right before t0: A, and only A, holds the VIP (else the pair moved it by itself).
+fn check_only_a(lab: &Lab) -> Result<()> {
+    let h = lab.holders()?;
+    if h != Holders::only(Node::A) {
+        bail!("the VIP moved by itself before t0 (holders {})", h.label());
+    }
+    Ok(())
 }
 
 /// A uniformly random duration in [0, `max`).
@@ -720,6 +756,15 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
         "Reproduce: `cargo xtask bench --only failover` (as root; `apt-get install -y keepalived heartbeat stress-ng nftables`); `--quick` for 3 runs and a 60 s load test; `--failover-runs N`.".into(),
     ];
     for c in contenders {
+        if !c.redone.is_empty() {
+            s.notes.push(format!(
+                "{} {}: {} attempt(s) redone before a run could be measured: {}",
+                c.setting.kind.who(),
+                c.setting.label,
+                c.redone.len(),
+                c.redone.join("; ")
+            ));
+        }
         if let Some(why) = &c.unavailable {
             s.notes.push(format!(
                 "{} {}: {}",
@@ -739,6 +784,7 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
             "link_down": c.samples(Case::LinkDown),
             "without_failover": {"kill9": c.failed(Case::Kill9), "link_down": c.failed(Case::LinkDown)},
             "runs": c.runs,
+            "redone": c.redone,
             "load": c.load,
         })).collect::<Vec<_>>(),
     });

@@ -452,6 +452,12 @@ pub fn measure_failover(
                     None => {
                         if who.as_deref() == Some(Node::A.answer()) {
                             a_in_row += 1;
+                        } else if fire_at.is_some() {
+                            bail!(
+                                "A stopped answering alone before t0 ({})",
+                                who.map(|w| format!("{w} answered"))
+                                    .unwrap_or_else(|| "a request failed".into())
+                            );
                         } else {
                             a_in_row = 0;
                             last_before = Some(who.unwrap_or_else(|| "no answer".into()));
