@@ -623,9 +623,11 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
         let mut m = if samples.is_empty() {
             Measure::missing(
                 who,
-                c.unavailable
-                    .clone()
-                    .unwrap_or_else(|| "no run ended in a failover".into()),
+                if c.unavailable.is_some() {
+                    "not measured: see below"
+                } else {
+                    "no run ended in a failover"
+                },
             )
         } else {
             Measure::new(who, samples)
@@ -677,13 +679,9 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
         if c.samples.is_empty() {
             let _ = writeln!(
                 d,
-                "| {} | {} | — ({}) | | | |",
+                "| {} | {} | — (not measured: see below) | | | |",
                 c.setting.kind.who(),
                 c.setting.label,
-                c.unavailable
-                    .as_deref()
-                    .unwrap_or("not measured")
-                    .replace('|', "\\|")
             );
             continue;
         }
@@ -726,9 +724,7 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
                 let why = if !have_stress {
                     "stress-ng is not installed (fix: apt-get install -y stress-ng)".to_string()
                 } else {
-                    c.unavailable
-                        .clone()
-                        .unwrap_or_else(|| "not measured".into())
+                    "not measured: see below".to_string()
                 };
                 let _ = writeln!(
                     d,
@@ -765,14 +761,20 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
                 c.redone.join("; ")
             ));
         }
+    }
+    // One note per reason (both settings of a contender usually share it).
+    let mut reasons: Vec<(String, Vec<String>)> = Vec::new();
+    for c in contenders {
         if let Some(why) = &c.unavailable {
-            s.notes.push(format!(
-                "{} {}: {}",
-                c.setting.kind.who(),
-                c.setting.label,
-                why
-            ));
+            let who = format!("{} {}", c.setting.kind.who(), c.setting.label);
+            match reasons.iter_mut().find(|(w, _)| w == why) {
+                Some((_, whos)) => whos.push(who),
+                None => reasons.push((why.clone(), vec![who])),
+            }
         }
+    }
+    for (why, whos) in reasons {
+        s.notes.push(format!("{}: {why}", whos.join("; ")));
     }
     s.raw = serde_json::json!({
         "runs_per_setting": runs,

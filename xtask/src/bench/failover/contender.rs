@@ -488,7 +488,13 @@ pub fn ours_available(ours: &Ours, dir: &Path, key_file: &Path) -> Result<bool, 
         match ours.check_config(&conf) {
             Ok(None) => return Ok(boot_off),
             Ok(Some(w)) => {
-                why = w.lines().next().unwrap_or("").trim().to_string();
+                let line = w.lines().next().unwrap_or("").trim();
+                // `clustermaker: error: /tmp/…/clustermaker-check.toml: key …`: the key part.
+                why = line
+                    .split_once(".toml: ")
+                    .map(|(_, rest)| rest)
+                    .unwrap_or(line)
+                    .to_string();
                 if !why.contains("boot.enabled") {
                     break;
                 }
