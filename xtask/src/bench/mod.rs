@@ -4,7 +4,8 @@
 //! Benchmarks ([`Which`]): DHCP DORA/s with perfdhcp against dnsmasq and Kea ([`dhcp`]); TFTP
 //! fetch times against tftpd-hpa, dnsmasq and atftpd ([`tftp`]); kernel + initramfs over our
 //! HTTP against nginx and against TFTP ([`http`]); PXE power-on to online under QEMU against a
-//! default dnsmasq setup ([`boot`]); the initramfs build ([`initramfs`]).
+//! default dnsmasq setup ([`boot`]); the initramfs build ([`initramfs`]); VIP failover time and
+//! false failovers under load against keepalived and Heartbeat 3 ([`failover`]).
 //!
 //! Each one starts the anchor and ours one after the other on the identical workload, repeats
 //! for several rounds in alternating order, and reports median [min–max]. It reports, it does
@@ -15,6 +16,7 @@
 mod boot;
 mod deb;
 mod dhcp;
+mod failover;
 mod http;
 mod initramfs;
 mod ours;
@@ -45,15 +47,19 @@ pub enum Which {
     Initramfs,
     /// PXE power-on to online under QEMU TCG vs a default dnsmasq setup
     Boot,
+    /// HA: VIP failover time (kill -9, link down) and false failovers under load vs
+    /// keepalived and Heartbeat 3
+    Failover,
 }
 
 impl Which {
-    const ALL: [Which; 5] = [
+    const ALL: [Which; 6] = [
         Which::Dhcp,
         Which::Tftp,
         Which::Http,
         Which::Boot,
         Which::Initramfs,
+        Which::Failover,
     ];
 }
 
@@ -100,6 +106,16 @@ pub struct BenchArgs {
         value_name = "N,N"
     )]
     pub dhcp_clients: Vec<u32>,
+    /// Failover: runs per setting and case [default: 10; with --quick 3]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub failover_runs: Option<u16>,
+    /// Failover: seconds of stress-ng load in the false-failover test [default: 600; with
+    /// --quick 60]
+    #[arg(long, value_name = "SECS", env = "CM_BENCH_FAILOVER_LOAD")]
+    pub failover_load: Option<u64>,
+    /// Failover: measure only keepalived and Heartbeat (do not build or run clustermaker)
+    #[arg(long)]
+    pub failover_skip_ours: bool,
 }
 
 /// What every benchmark shares.
@@ -331,16 +347,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Which::Http => http::run(&ctx),
             Which::Initramfs => initramfs::run(&ctx),
             Which::Boot => boot::run(&ctx),
+            Which::Failover => failover::run(&ctx),
         };
         match result {
             Ok(mut s) => {
                 s.date_utc = started;
                 s.load_before = load_before;
                 s.load_after = report::loadavg();
-                let rounds_here = match which {
+                let rounds_here = s.rounds.unwrap_or(match which {
                     Which::Tftp | Which::Http => rounds,
                     _ => long_rounds,
-                };
+                });
                 s.raw = serde_json::json!({"rounds": rounds_here, "seconds": t0.elapsed().as_secs_f64(), "data": s.raw});
                 for r in &s.rows {
                     ctx.progress.line(format!(
@@ -384,11 +401,13 @@ fn write_markdown(path: &Path, report: &Report, rounds: usize, long_rounds: usiz
     // update_markdown keeps the sections it is not given, so write them one at a time.
     for s in &report.sections {
         let mut one = report.clone();
-        one.rounds = if matches!(s.id.as_str(), "tftp" | "http") {
-            rounds
-        } else {
-            long_rounds
-        };
+        one.rounds = s
+            .rounds
+            .unwrap_or(if matches!(s.id.as_str(), "tftp" | "http") {
+                rounds
+            } else {
+                long_rounds
+            });
         one.sections = vec![s.clone()];
         report::update_markdown(path, &one).context("updating the benchmarks document")?;
     }

@@ -146,6 +146,9 @@ pub struct Section {
     pub raw: serde_json::Value,
     /// Things not measured, and why (ours not available yet, a tool missing …).
     pub notes: Vec<String>,
+    /// Rounds of this section when it has its own count (else the run's).
+    #[serde(skip)]
+    pub rounds: Option<usize>,
     /// Versions of the tools involved.
     pub tools: BTreeMap<String, String>,
     /// When this benchmark started.
@@ -170,6 +173,7 @@ impl Section {
             details_md: String::new(),
             raw: serde_json::Value::Null,
             notes: Vec::new(),
+            rounds: None,
             tools: BTreeMap::new(),
             date_utc: now_utc(),
             load_before: 0.0,
@@ -420,6 +424,10 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("http", "Kernel + initramfs: HTTP vs TFTP"),
     ("boot", "PXE power-on to online under QEMU TCG"),
     ("initramfs", "initramfs build"),
+    (
+        "failover",
+        "HA failover: VIP takeover time and false failovers under load",
+    ),
 ];
 
 const HEADER: &str = "# Benchmarks
@@ -427,7 +435,7 @@ const HEADER: &str = "# Benchmarks
 Every figure here is measured side by side with the established tool doing the same work, in the
 same run, on the same machine, and reported as a ratio. `cargo xtask bench` (as root: it makes
 network namespaces) runs them all and rewrites the sections it measured; `--only dhcp|tftp|http|
-initramfs|boot` picks one, `--quick` runs fewer and shorter rounds, `--json` prints the results as
+initramfs|boot|failover` picks one, `--quick` runs fewer and shorter rounds, `--json` prints the results as
 JSON. Nothing here is a pass/fail threshold: the harness reports, it does not assert — but it fails
 loudly when a server does not start or a transfer comes back corrupt (every download is checked
 against the file's blake3).

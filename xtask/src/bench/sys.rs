@@ -259,6 +259,31 @@ impl Netns {
         }
         cmd
     }
+
+    /// Moves the calling thread into this namespace (threads it starts afterwards inherit it).
+    /// For a thread made for this purpose only: it stays there.
+    pub fn enter_current_thread(&self) -> Result<()> {
+        if unsafe { libc::setns(self.handle.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("setns into {}", self.name));
+        }
+        Ok(())
+    }
+
+    /// The PIDs of the processes inside (`ip netns pids`).
+    pub fn pids(&self) -> Vec<i32> {
+        Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Netns {
