@@ -641,6 +641,29 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
         }
         m
     };
+    // Ours at exactly an anchor's timers: the same detection budget, so the difference is
+    // what each does with it (timer precision, takeover work, gratuitous ARP).
+    for c in contenders.iter().filter(|c| c.setting.tier == Tier::Equal) {
+        let Some(anchor) = contenders
+            .iter()
+            .find(|a| Some(&a.setting.id) == c.setting.equal_to.as_ref())
+        else {
+            continue;
+        };
+        for case in CASES {
+            s.rows.push(Row::new(
+                format!(
+                    "VIP failover, {}, equal timers ({})",
+                    case.label(),
+                    anchor.setting.label
+                ),
+                "s",
+                Better::Lower,
+                measure(Some(anchor), case),
+                measure(Some(c), case),
+            ));
+        }
+    }
     for tier in [Tier::Default, Tier::Tuned] {
         let ours = find(Kind::Ours, tier);
         for anchor in [Kind::Keepalived, Kind::Heartbeat] {
@@ -650,7 +673,7 @@ fn report(contenders: &[Contender], runs: usize, load: Duration, have_stress: bo
                     case.label(),
                     match tier {
                         Tier::Default => "each at its defaults",
-                        Tier::Tuned => "each tuned",
+                        _ => "each tuned",
                     }
                 );
                 s.rows.push(Row::new(

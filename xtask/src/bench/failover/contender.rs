@@ -46,12 +46,13 @@ impl Kind {
     }
 }
 
-/// Defaults, or tuned for speed.
+/// Defaults, tuned for speed, or ours at the same timers as one anchor setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Default,
     Tuned,
+    Equal,
 }
 
 /// A contender at one setting.
@@ -71,6 +72,8 @@ pub struct Setting {
     /// Between two adverts / heartbeats: t0 is put at a random point of one such interval,
     /// so the failover does not always hit the same phase of the sender's timer.
     pub interval: Duration,
+    /// For `Tier::Equal`: the id of the anchor setting whose timers this one copies.
+    pub equal_to: Option<String>,
 }
 
 impl Setting {
@@ -114,6 +117,7 @@ pub fn keepalived(advert: &str, tier: Tier) -> Setting {
         // Master down after 3 × advert + skew ((256 − 100) / 256 × advert).
         detection: Duration::from_secs_f64(secs * 3.61),
         interval: Duration::from_secs_f64(secs),
+        equal_to: None,
     }
 }
 
@@ -139,6 +143,7 @@ pub fn heartbeat(
         ]),
         detection: dead,
         interval: every,
+        equal_to: None,
     }
 }
 
@@ -154,7 +159,7 @@ pub fn ours(
         kind: Kind::Ours,
         tier,
         label: format!("keepalive {keepalive} / warntime {warntime} / deadtime {deadtime}"),
-        id: format!("ours-{keepalive}"),
+        id: format!("ours-{keepalive}-{deadtime}"),
         params: params(&[
             ("keepalive", keepalive),
             ("warntime", warntime),
@@ -163,7 +168,24 @@ pub fn ours(
         ]),
         detection: dead,
         interval: every,
+        equal_to: None,
     }
+}
+
+/// Ours with the timers of an anchor setting: the keepalive is its advert or keepalive
+/// interval, the deadtime what it waits before declaring the master dead (keepalived: 3
+/// adverts; Heartbeat: its deadtime).
+fn ours_equal_to(
+    anchor: &str,
+    keepalive: &str,
+    warntime: &str,
+    deadtime: &str,
+    every: Duration,
+    dead: Duration,
+) -> Setting {
+    let mut s = ours(keepalive, warntime, deadtime, every, dead, Tier::Equal);
+    s.equal_to = Some(anchor.to_string());
+    s
 }
 
 /// The settings measured, in order.
@@ -204,6 +226,30 @@ pub fn all() -> Vec<Setting> {
             Duration::from_millis(30),
             Duration::from_millis(150),
             Tier::Tuned,
+        ),
+        ours_equal_to(
+            "keepalived-1",
+            "1s",
+            "2s",
+            "3s",
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+        ),
+        ours_equal_to(
+            "keepalived-0.1",
+            "100ms",
+            "200ms",
+            "300ms",
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        ),
+        ours_equal_to(
+            "heartbeat-200ms",
+            "200ms",
+            "500ms",
+            "1s",
+            Duration::from_millis(200),
+            Duration::from_secs(1),
         ),
     ]
 }
