@@ -594,4 +594,20 @@ mod tests {
             !ours_conf(&s, Node::B, Path::new("/x"), Path::new("/k"), false).contains("[boot]")
         );
     }
+
+    #[test]
+    fn equal_timer_settings_name_an_anchor_and_ids_are_unique() {
+        let all = all();
+        for s in all.iter().filter(|s| s.tier == Tier::Equal) {
+            let anchor = s.equal_to.as_deref().expect("equal_to");
+            assert!(
+                all.iter().any(|a| a.id == anchor && a.kind != Kind::Ours),
+                "{anchor}"
+            );
+        }
+        let mut ids: Vec<&String> = all.iter().map(|s| &s.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+    }
 }
