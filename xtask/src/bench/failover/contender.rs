@@ -164,7 +164,15 @@ pub fn ours(
             ("keepalive", keepalive),
             ("warntime", warntime),
             ("deadtime", deadtime),
-            ("initdead", "2s"),
+            // initdead must be at least deadtime (the configuration refuses less).
+            (
+                "initdead",
+                if dead > Duration::from_secs(2) {
+                    deadtime
+                } else {
+                    "2s"
+                },
+            ),
         ]),
         detection: dead,
         interval: every,
