@@ -223,13 +223,8 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
             out,
             key_out,
         } => {
-            let mut imported = import::heartbeat::import_dir_as(&dir, node.as_deref())
+            let mut imported = import::import_files(&dir, mon.as_deref(), node.as_deref())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            if let Some(mon) = &mon {
-                let text = read_bounded(mon)?;
-                import::mon::import(&text, &mut imported.ha, &mut imported.warnings)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
             match (&key_out, &imported.key) {
                 (Some(path), Some(key)) => {
                     runtime::ha::write_key_bytes(path, runtime::ha::hex(key).as_bytes())?;
@@ -253,7 +248,7 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
             )
         }
         ImportCommand::Mon { file, out } => {
-            let text = read_bounded(&file)?;
+            let text = import::read_bounded(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut imported = import::Imported {
                 ha: runtime::config::HaConfig::default(),
                 key: None,
@@ -268,18 +263,6 @@ pub fn import(cmd: ImportCommand) -> Result<()> {
             )
         }
     }
-}
-
-fn read_bounded(path: &Path) -> Result<String> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > 1 << 20 {
-        bail!(
-            "{} is larger than 1 MiB; not a configuration file",
-            path.display()
-        );
-    }
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn emit(toml: &str, warnings: &[String], out: Option<&Path>) -> Result<()> {

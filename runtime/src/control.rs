@@ -4,7 +4,7 @@
 //!
 //! Protocol: one JSON request line (`{"cmd":"status"}`), one JSON answer line.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -93,8 +93,6 @@ fn answer_one(conn: UnixStream, handle: &dyn Fn(Command) -> Answer) -> anyhow::R
     (&conn).write_all(&out)?;
     Ok(())
 }
-
-use std::io::Read;
 
 /// Sends one command to the running master and returns its answer.
 pub fn request(state_dir: &Path, cmd: Command) -> anyhow::Result<Answer> {

@@ -8,13 +8,12 @@
 //! rhythm on a saturated machine.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::core::{Action, AdminCommand, Alert, Core, CoreStatus, Event, Role};
-use crate::links::{CounterSnapshot, LinkCounters, LinkSender};
+use crate::links::{CounterSnapshot, OpenLink};
 use crate::wire::{self, Flags, Heartbeat, Key, ReplayFilter, Verdict};
 
 pub enum Input {
@@ -71,12 +70,6 @@ pub struct EngineStatus {
     pub links: Vec<LinkReport>,
 }
 
-pub struct EngineLink {
-    pub label: String,
-    pub counters: Arc<LinkCounters>,
-    pub sender: Box<dyn LinkSender>,
-}
-
 pub struct Engine {
     pub core: Core,
     pub key: Key,
@@ -84,7 +77,7 @@ pub struct Engine {
     pub boot_gen: u64,
     pub keepalive: Duration,
     pub deadtime: Duration,
-    pub links: Vec<EngineLink>,
+    pub links: Vec<OpenLink>,
     pub replay: ReplayFilter,
     pub jobs: Sender<Job>,
     pub alerts: Sender<Alert>,

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use crate::config::{HaConfig, LinkConfig};
 use crate::control::{Answer, Command};
 use crate::core::{AdminCommand, Alert, Core, CoreConfig, Event};
-use crate::engine::{Engine, EngineLink, Input, Job};
+use crate::engine::{Engine, Input, Job};
 use crate::links::ReceiveContext;
 use crate::mail::Mailer;
 use crate::monitor::{AlertSink, MonitorEvent, Monitors};
@@ -72,13 +72,10 @@ impl Ha {
                     continue;
                 }
             }
-            let opened = crate::links::open(links.len(), link, ctx.clone())
-                .with_context(|| format!("heartbeat link {}", link.label()))?;
-            links.push(EngineLink {
-                label: opened.label,
-                counters: opened.counters,
-                sender: opened.sender,
-            });
+            links.push(
+                crate::links::open(links.len(), link, ctx.clone())
+                    .with_context(|| format!("heartbeat link {}", link.label()))?,
+            );
         }
         if links.is_empty() {
             bail!("no heartbeat link left to the peer (every udp link points at this master's own address)");
@@ -218,10 +215,9 @@ impl Ha {
                 engine.run(inbox)
             })?;
 
-        let to_engine = Mutex::new(inputs.clone());
+        let to_engine = inputs.clone();
         let peer = config.peer.clone();
         crate::control::serve(crate::control::socket_path(state_dir), move |cmd| {
-            let to_engine = to_engine.lock().expect("control lock").clone();
             answer(cmd, &to_engine, &group, &monitors, &node, &peer)
         })?;
         Ok(Ha { inputs })
@@ -372,29 +368,12 @@ fn spawn_worker(
 }
 
 fn run_fence(command: &str, timeout: Duration, peer: &str) -> Result<(), String> {
-    let mut child = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("CM_PEER", peer)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run the fence command: {e}"))?;
-    let until = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("fence command failed ({status})")),
-            Ok(None) if Instant::now() >= until => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "fence command timed out after {} s",
-                    timeout.as_secs()
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("fence command: {e}")),
-        }
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(command).env("CM_PEER", peer);
+    match crate::command::run(&mut cmd, timeout) {
+        Ok(o) if o.success() => Ok(()),
+        Ok(o) => Err(format!("fence command: {}", o.describe(timeout))),
+        Err(e) => Err(format!("cannot run the fence command: {e:#}")),
     }
 }
 

@@ -6,6 +6,7 @@
 //! clock in, decisions out. Everything that touches sockets, devices, processes or disks lives
 //! at the edges and feeds the core through events.
 
+pub mod command;
 pub mod config;
 pub mod control;
 pub mod core;

@@ -108,7 +108,8 @@ fn is_echo_reply(pkt: &[u8], id: u16, v6: bool) -> bool {
     icmp.len() >= 8 && icmp[0] == reply_type && icmp[4..6] == id.to_be_bytes()
 }
 
-fn internet_checksum(data: &[u8]) -> u16 {
+/// The ones'-complement sum of RFC 1071, over whatever the caller says it covers.
+pub(crate) fn internet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = data
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))

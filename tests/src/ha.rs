@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{clustermaker_bin, run, veth, wait_for, ChildGuard, Netns};
+use crate::{clustermaker_bin, veth, wait_for, ChildGuard, Netns};
 
 pub const VIP: &str = "10.88.0.100";
 pub const C_IP: &str = "10.88.0.3";
@@ -232,12 +232,37 @@ table arp cmcut {
     }
 }
 
+/// An Ethernet switch: a bridge in a namespace of its own, so the lab's hosts share a segment
+/// without touching the host's network.
+pub struct Switch {
+    ns: Netns,
+}
+
+impl Switch {
+    pub fn new(prefix: &str) -> Result<Switch> {
+        let ns = Netns::new(prefix)?;
+        ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+        ns.ip(&["link", "set", "br0", "up"])?;
+        Ok(Switch { ns })
+    }
+
+    /// Plugs `host` in: its end of the cable is `eth0` with address `cidr`.
+    pub fn attach(&self, host: &Netns, cidr: &str) -> Result<()> {
+        let (inside, port) = veth(host, &self.ns)?;
+        host.ip(&["link", "set", &inside, "name", "eth0"])?;
+        host.addr("eth0", cidr)?;
+        self.ns.ip(&["link", "set", &port, "master", "br0"])?;
+        self.ns.ip(&["link", "set", &port, "up"])?;
+        Ok(())
+    }
+}
+
 pub struct HaLab {
     pub dir: tempfile::TempDir,
     pub a: Master,
     pub b: Master,
     pub c: Netns,
-    _switch: Netns,
+    switch: Switch,
     serial: Option<ChildGuard>,
     smtp: Option<ChildGuard>,
     pub smtp_log: PathBuf,
@@ -247,23 +272,13 @@ pub struct HaLab {
 impl HaLab {
     pub fn new(options: LabOptions) -> Result<HaLab> {
         let dir = tempfile::tempdir()?;
-        let switch = Netns::new("hsw")?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
-        let attach = |ns: &Netns, cidr: &str| -> Result<()> {
-            let (inside, port) = veth(ns, &switch)?;
-            ns.ip(&["link", "set", &inside, "name", "eth0"])?;
-            ns.addr("eth0", cidr)?;
-            switch.ip(&["link", "set", &port, "master", "br0"])?;
-            switch.ip(&["link", "set", &port, "up"])?;
-            Ok(())
-        };
+        let switch = Switch::new("hsw")?;
         let a_ns = Netns::new("ha")?;
         let b_ns = Netns::new("hb")?;
         let c = Netns::new("hc")?;
-        attach(&a_ns, "10.88.0.1/24")?;
-        attach(&b_ns, "10.88.0.2/24")?;
-        attach(&c, "10.88.0.3/24")?;
+        switch.attach(&a_ns, "10.88.0.1/24")?;
+        switch.attach(&b_ns, "10.88.0.2/24")?;
+        switch.attach(&c, "10.88.0.3/24")?;
         // Fast ARP aging in C would hide a missing gratuitous ARP; keep the kernel defaults.
 
         let key = dir.path().join("ha.key");
@@ -304,7 +319,7 @@ impl HaLab {
             a,
             b,
             c,
-            _switch: switch,
+            switch,
             serial: None,
             smtp: None,
             smtp_log,
@@ -322,11 +337,7 @@ impl HaLab {
     pub fn recreate_a(&mut self) -> Result<()> {
         self.a.stop();
         let fresh = Netns::new("ha")?;
-        let (inside, port) = veth(&fresh, &self._switch)?;
-        fresh.ip(&["link", "set", &inside, "name", "eth0"])?;
-        fresh.addr("eth0", "10.88.0.1/24")?;
-        self._switch.ip(&["link", "set", &port, "master", "br0"])?;
-        self._switch.ip(&["link", "set", &port, "up"])?;
+        self.switch.attach(&fresh, "10.88.0.1/24")?;
         self.a.ns = fresh; // the old namespace drops here, with everything in it
         let _ = std::fs::remove_dir_all(&self.a.state_dir);
         Ok(())
@@ -565,10 +576,4 @@ alerts = [{{ type = "failover" }}]
         );
     }
     text
-}
-
-/// Runs a command and returns stdout, failing loudly.
-pub fn sh(cmd: &str) -> Result<String> {
-    let out = run("sh", &["-c", cmd])?;
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }

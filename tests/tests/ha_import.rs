@@ -10,9 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cm_tests::{
-    clustermaker_bin, require_program, require_root, veth, wait_for, ChildGuard, Netns,
-};
+use cm_tests::ha::Switch;
+use cm_tests::{clustermaker_bin, require_program, require_root, wait_for, ChildGuard, Netns};
 
 const HA_CF: &str = "\
 # Heartbeat 3 configuration of the two masters
@@ -140,18 +139,8 @@ fn seed_heartbeat_and_mon_configuration_imports_and_fails_over() {
     }
 
     // The lab: a switch, two masters, client C (also the ping node).
-    let switch = Netns::new("isw").unwrap();
-    switch
-        .ip(&["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    switch.ip(&["link", "set", "br0", "up"]).unwrap();
-    let attach = |ns: &Netns, cidr: &str| {
-        let (inside, port) = veth(ns, &switch).unwrap();
-        ns.ip(&["link", "set", &inside, "name", "eth0"]).unwrap();
-        ns.addr("eth0", cidr).unwrap();
-        switch.ip(&["link", "set", &port, "master", "br0"]).unwrap();
-        switch.ip(&["link", "set", &port, "up"]).unwrap();
-    };
+    let switch = Switch::new("isw").unwrap();
+    let attach = |ns: &Netns, cidr: &str| switch.attach(ns, cidr).unwrap();
     let c = Netns::new("ic").unwrap();
     attach(&c, "192.168.1.3/24");
     let tty = |n: &str| d.join(format!("tty-{n}"));

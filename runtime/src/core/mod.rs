@@ -128,7 +128,7 @@ pub struct Alert {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlertKind {
     Takeover,
@@ -366,7 +366,7 @@ impl Core {
     fn admin_standby(&mut self, now: Now, out: &mut Vec<Action>) -> Result<String, String> {
         match self.role {
             Role::Starting | Role::Standby => Ok("this master is already standby".into()),
-            Role::Active => match self.peer_can_take(now) {
+            Role::Active => match self.peer_can_take() {
                 Ok(()) => {
                     self.release(
                         now,
@@ -418,7 +418,7 @@ impl Core {
     }
 
     /// Why the peer cannot take the group now, if it cannot.
-    fn peer_can_take(&self, _now: Now) -> Result<(), String> {
+    fn peer_can_take(&self) -> Result<(), String> {
         let Some(p) = self.peer.as_ref().filter(|_| self.peer_alive) else {
             return Err(format!("{} is not alive", self.cfg.peer));
         };
@@ -477,7 +477,7 @@ impl Core {
         if self.role != Role::Active {
             return;
         }
-        match self.peer_can_take(now) {
+        match self.peer_can_take() {
             Ok(()) => {
                 out.push(alert(
                     AlertKind::MonitorFailover,

@@ -95,25 +95,11 @@ enum K {
     Acquire,
     Release,
     Fence,
-    Alert(AlertKindOrd),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct AlertKindOrd(u8, AlertKind);
-
-impl PartialOrd for AlertKind {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for AlertKind {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (*self as u8).cmp(&(*other as u8))
-    }
+    Alert(AlertKind),
 }
 
 fn al(kind: AlertKind) -> K {
-    K::Alert(AlertKindOrd(kind as u8, kind))
+    K::Alert(kind)
 }
 const ACQ: K = K::Acquire;
 const REL: K = K::Release;

@@ -3,14 +3,10 @@
 //! The HTTP client is a minimal HTTP/1.1 GET written here: a check only needs the status line,
 //! and a full client (TLS, redirects, pools) would be much more code to trust than this.
 
-use std::os::fd::OwnedFd;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 
 use crate::config::CheckConfig;
 
@@ -25,8 +21,6 @@ pub struct CheckResult {
 
 /// How much of an HTTP response is read looking for the status line.
 const MAX_STATUS_LINE: usize = 8 * 1024;
-/// How much of a command's output is kept to find its last line.
-const OUTPUT_TAIL: usize = 4 * 1024;
 /// The longest detail kept from a command's output.
 const MAX_DETAIL: usize = 200;
 
@@ -263,122 +257,40 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Runs `sh -c command` with `env` added, kills its whole process group when `timeout`
-/// passes, and keeps the last line of its output (stdout and stderr together) as detail.
-/// Exit status 0 passes.
+/// Runs `sh -c command` with `env` added through `crate::command::run` (its own process
+/// group, killed when `timeout` passes; output in a file, so a background child holding it
+/// does not hold the check), keeping the last line of its output as detail. Exit 0 passes.
 pub async fn run_command(command: &str, env: &[(&str, &str)], timeout: Duration) -> CheckResult {
     let start = Instant::now();
-    let (ok, detail) = match command_inner(command, env, timeout).await {
-        Ok(r) => r,
-        Err(e) => (false, e),
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c").arg(command).envs(env.iter().copied());
+    let outcome = tokio::task::spawn_blocking(move || crate::command::run(&mut cmd, timeout)).await;
+    let (ok, detail) = match outcome {
+        Ok(Ok(o)) => {
+            let last = truncate(&o.last_line, MAX_DETAIL).to_string();
+            let what = match (o.timed_out, o.code) {
+                (true, _) => format!(
+                    "killed after {} without finishing",
+                    humantime::format_duration(timeout)
+                ),
+                (false, Some(code)) => format!("exit {code}"),
+                (false, None) => "killed by a signal".into(),
+            };
+            let detail = match (o.success(), last.is_empty()) {
+                (_, true) => what,
+                (true, false) => last,
+                (false, false) => format!("{what}: {last}"),
+            };
+            (o.success(), detail)
+        }
+        Ok(Err(e)) => (false, format!("{e:#}")),
+        Err(e) => (false, format!("the command runner failed: {e}")),
     };
     CheckResult {
         ok,
         detail,
         took: start.elapsed(),
     }
-}
-
-async fn command_inner(
-    command: &str,
-    env: &[(&str, &str)],
-    timeout: Duration,
-) -> Result<(bool, String), String> {
-    // One pipe for both streams keeps their lines in the order they were written.
-    let (read_end, write_end) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let write_err = write_end.try_clone().map_err(|e| format!("pipe: {e}"))?;
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(write_end))
-        .stderr(Stdio::from(write_err))
-        // Its own process group, so a timeout kills what the shell started too.
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("spawn sh: {e}"))?;
-    // Our copies of the write end must go, or the reader never sees the end of the output.
-    drop(cmd);
-
-    let tail = Arc::new(Mutex::new(Vec::new()));
-    let mut reader = tokio::spawn(collect_tail(read_end, tail.clone()));
-
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(status) => status.map_err(|e| format!("wait: {e}"))?,
-        Err(_) => {
-            if let Some(pid) = child.id() {
-                let pgid = nix::unistd::Pid::from_raw(pid as i32);
-                let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            }
-            let _ = child.wait().await;
-            reader.abort();
-            let last = last_line(&tail.lock().unwrap());
-            let mut detail = format!(
-                "killed after {} without finishing",
-                humantime::format_duration(timeout)
-            );
-            if !last.is_empty() {
-                detail.push_str(": ");
-                detail.push_str(&last);
-            }
-            return Ok((false, detail));
-        }
-    };
-    // A background child may hold the pipe open after the shell is gone: read what is there
-    // but do not wait for it.
-    let _ = tokio::time::timeout(Duration::from_millis(200), &mut reader).await;
-    reader.abort();
-    let last = last_line(&tail.lock().unwrap());
-    let ok = status.success();
-    let what = match status.code() {
-        Some(code) => format!("exit {code}"),
-        None => {
-            use std::os::unix::process::ExitStatusExt;
-            format!("killed by signal {}", status.signal().unwrap_or(0))
-        }
-    };
-    Ok((
-        ok,
-        if last.is_empty() {
-            what
-        } else if ok {
-            last
-        } else {
-            format!("{what}: {last}")
-        },
-    ))
-}
-
-/// Reads the pipe to its end, keeping only the last [`OUTPUT_TAIL`] bytes.
-async fn collect_tail(read_end: OwnedFd, tail: Arc<Mutex<Vec<u8>>>) {
-    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
-        return;
-    };
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = rx.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        let mut t = tail.lock().unwrap();
-        t.extend_from_slice(&chunk[..n]);
-        if t.len() > OUTPUT_TAIL {
-            let excess = t.len() - OUTPUT_TAIL;
-            t.drain(..excess);
-        }
-    }
-}
-
-/// The last non-blank line, trimmed and shortened.
-fn last_line(output: &[u8]) -> String {
-    let text = String::from_utf8_lossy(output);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("");
-    truncate(line, MAX_DETAIL).to_string()
 }
 
 #[cfg(test)]
@@ -431,11 +343,17 @@ mod tests {
         assert_eq!(parse_status_line(""), None);
     }
 
-    #[test]
-    fn last_lines() {
-        assert_eq!(last_line(b"one\ntwo\n\n  \n"), "two");
-        assert_eq!(last_line(b""), "");
-        assert_eq!(last_line(&[b'x'; 500]).len(), MAX_DETAIL);
+    #[tokio::test]
+    async fn last_lines() {
+        let r = run_command(
+            "printf 'one\\ntwo\\n\\n  \\n'",
+            &[],
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(r.detail, "two");
+        let r = run_command("printf 'x%.0s' $(seq 500)", &[], Duration::from_secs(10)).await;
+        assert_eq!(r.detail.len(), MAX_DETAIL);
         assert_eq!(truncate("ééé", 3), "é");
     }
 

@@ -98,23 +98,13 @@ pub fn unsolicited_na(mac: Mac, source: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
 
 /// The ICMPv6 checksum over the IPv6 pseudo-header and the message (RFC 4443 §2.3).
 pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            let hi = u64::from(pair[0]) << 8;
-            let lo = pair.get(1).map_or(0, |&b| u64::from(b));
-            sum += hi | lo;
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&(message.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, 58]);
-    add(message);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let mut covered = Vec::with_capacity(40 + message.len());
+    covered.extend_from_slice(&src.octets());
+    covered.extend_from_slice(&dst.octets());
+    covered.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    covered.extend_from_slice(&[0, 0, 0, 58]);
+    covered.extend_from_slice(message);
+    crate::ping::internet_checksum(&covered)
 }
 
 /// A raw AF_PACKET socket that sends whole Ethernet frames out of one interface.
