@@ -4,7 +4,7 @@
 //! Layout (every entry owned by root, one fixed mtime, written in sorted order):
 //! - the build host's merged-/usr links (`bin -> usr/bin`, `lib -> usr/lib`, …), so the
 //!   libraries of the clustermaker binary sit where its loader looks for them
-//! - `/init` and `/etc/udhcpc.script` from `xtask/templates/`
+//! - `/init` and `/etc/udhcpc.script` from `images/templates/initramfs/`
 //! - `/bin/busybox` and a `bin/<applet> -> busybox` link per applet
 //! - `/usr/bin/clustermaker`, its interpreter and shared libraries (from the build host: the
 //!   binary was built there)
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use initrd::{Compression, InitramfsBuilder, LibraryClosure, ModuleClosure};
 
-pub const INIT_SCRIPT: &str = include_str!("../templates/init.sh");
-pub const UDHCPC_SCRIPT: &str = include_str!("../templates/udhcpc.script");
+pub const INIT_SCRIPT: &str = include_str!("../../images/templates/initramfs/init.sh");
+pub const UDHCPC_SCRIPT: &str = include_str!("../../images/templates/initramfs/udhcpc.script");
 
 /// Where the clustermaker binary goes; /init finds it on PATH.
 pub const AGENT_PATH: &str = "usr/bin/clustermaker";
