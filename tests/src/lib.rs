@@ -4,8 +4,10 @@
 //! Tests that need root (namespaces, QEMU) call [`require_root`]: outside CI they are skipped on a
 //! machine without root, but with `CI=true` they fail, because CI must run them.
 
+pub mod ganesha;
 pub mod ha;
 pub mod master;
+pub mod nfsroot;
 
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

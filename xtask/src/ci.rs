@@ -39,6 +39,18 @@ pub const TEST_PACKAGES: &[&str] = &[
     "procps",
     "util-linux",
     "stress-ng",
+    // Shared roots: nfs-ganesha is the NFS anchor and the negative control of the handle
+    // test, libnfs-utils an independent NFSv3 client, ssh-keygen makes node host keys,
+    // xfsprogs/btrfs-progs make reflink file systems for snapshot tests, debootstrap builds
+    // Debian roots.
+    "nfs-ganesha",
+    "nfs-ganesha-vfs",
+    "rpcbind",
+    "libnfs-utils",
+    "openssh-client",
+    "xfsprogs",
+    "btrfs-progs",
+    "debootstrap",
 ];
 
 /// Fuzz targets run for a short bounded time each.
