@@ -26,6 +26,8 @@ pub struct Config {
     pub tftp: TftpConfig,
     /// The two-master HA runtime (`runtime`): heartbeats, virtual IP, services, monitors.
     pub ha: runtime::config::HaConfig,
+    /// The embedded NFS server exporting the images as node roots.
+    pub nfs: crate::nfs_config::NfsConfig,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             dhcp: DhcpConfig::default(),
             tftp: TftpConfig::default(),
             ha: runtime::config::HaConfig::default(),
+            nfs: crate::nfs_config::NfsConfig::default(),
         }
     }
 }
@@ -216,6 +219,9 @@ impl Config {
         if self.boot.images_dir.is_relative() {
             self.boot.images_dir = self.state_dir.join(&self.boot.images_dir);
         }
+        if self.nfs.handle_key_file.is_relative() {
+            self.nfs.handle_key_file = self.state_dir.join(&self.nfs.handle_key_file);
+        }
         if self.ha.key_file.is_relative() {
             self.ha.key_file = config_dir.join(&self.ha.key_file);
         }
@@ -229,6 +235,7 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, reason: String| Err((key.to_string(), reason));
         self.ha.validate().map_err(|e| (e.key, e.reason))?;
+        self.nfs.validate()?;
         if self.network.interface.is_empty() || self.network.interface.len() > 15 {
             return bad(
                 "network.interface",

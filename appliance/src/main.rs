@@ -6,6 +6,7 @@ mod cli_ha;
 mod cli_node;
 mod config;
 mod http;
+mod nfs_config;
 mod registry;
 mod serve;
 mod statefile;
