@@ -79,6 +79,20 @@ impl BootFiles {
 }
 
 /// The MAC named by a script path `boot/<mac>.ipxe` (either separator).
+/// The directory holding an image's `vmlinuz` and `initramfs.img`: the current version of an
+/// image in the store (`NAME/current`, switched atomically when a new version is published, so
+/// a node booting during a publication gets the old or the new pair, never a mix), or the image
+/// directory itself for images made by `cargo xtask build-image`.
+pub fn image_boot_dir(images_dir: &std::path::Path, image: &str) -> std::path::PathBuf {
+    let dir = images_dir.join(image);
+    let current = dir.join("current");
+    if current.is_dir() {
+        current
+    } else {
+        dir
+    }
+}
+
 pub fn script_mac(path: &str) -> Option<MacAddr> {
     let name = path
         .trim_start_matches('/')

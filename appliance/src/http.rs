@@ -130,9 +130,15 @@ async fn image_file(
     Path(path): Path<String>,
     req: Request,
 ) -> Response {
-    let dir = files.config.boot.images_dir.clone();
     let stage = stage_of(&format!("images/{path}"));
-    serve_from(files, dir, path, stage, peer, req).await
+    let Some((image, file)) = path.split_once('/') else {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    };
+    if !crate::registry::valid_image_name(image) {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let dir = crate::boot::image_boot_dir(&files.config.boot.images_dir, image);
+    serve_from(files, dir, file.to_string(), stage, peer, req).await
 }
 
 async fn loader(

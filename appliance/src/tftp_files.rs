@@ -48,7 +48,7 @@ impl TftpSource for TftpBootFiles {
                 return Err(SourceError::NotFound);
             }
             let file = TftpPath::parse(file.as_bytes()).map_err(|_| SourceError::NotFound)?;
-            return Self::open_in(&boot.images_dir.join(image), &file);
+            return Self::open_in(&crate::boot::image_boot_dir(&boot.images_dir, image), &file);
         }
         match Self::open_in(&boot.ipxe_dir, path) {
             Err(SourceError::NotFound) => Self::open_in(&self.files.config.tftp.root, path),
