@@ -79,28 +79,91 @@ impl MemFs {
         let mut fs = MemFs { nodes: Vec::new() };
         let root = fs.add(0, b"", 0o755, 0, 0, Content::Dir(Vec::new()));
         let bin = fs.dir(root, b"bin", 0o755, 0);
-        fs.add(bin, b"su", 0o4755, 0, 0, Content::File(b"\x7fELF setuid".to_vec()));
-        fs.add(bin, b"prog", 0o711, 0, 0, Content::File(b"\x7fELF prog".to_vec()));
+        fs.add(
+            bin,
+            b"su",
+            0o4755,
+            0,
+            0,
+            Content::File(b"\x7fELF setuid".to_vec()),
+        );
+        fs.add(
+            bin,
+            b"prog",
+            0o711,
+            0,
+            0,
+            Content::File(b"\x7fELF prog".to_vec()),
+        );
         let etc = fs.dir(root, b"etc", 0o755, 0);
-        fs.add(etc, b"hostname", 0o644, 0, 0, Content::File(b"node1\n".to_vec()));
-        fs.add(etc, b"shadow", 0o640, 0, 42, Content::File(b"root:*:1::::::\n".to_vec()));
+        fs.add(
+            etc,
+            b"hostname",
+            0o644,
+            0,
+            0,
+            Content::File(b"node1\n".to_vec()),
+        );
+        fs.add(
+            etc,
+            b"shadow",
+            0o640,
+            0,
+            42,
+            Content::File(b"root:*:1::::::\n".to_vec()),
+        );
         let dev = fs.dir(root, b"dev", 0o755, 0);
-        fs.add(dev, b"null", 0o666, 0, 0, Content::Device(FileType::CharDevice, 1, 3));
+        fs.add(
+            dev,
+            b"null",
+            0o666,
+            0,
+            0,
+            Content::Device(FileType::CharDevice, 1, 3),
+        );
         fs.add(dev, b"initctl", 0o600, 0, 0, Content::Fifo);
         fs.add(root, b"big", 0o644, 0, 0, Content::Generated(BIG_SIZE));
-        fs.add(root, b"link", 0o777, 0, 0, Content::Symlink(b"etc/hostname".to_vec()));
+        fs.add(
+            root,
+            b"link",
+            0o777,
+            0,
+            0,
+            Content::Symlink(b"etc/hostname".to_vec()),
+        );
         let data = fs.dir(root, b"data", 0o755, 0);
-        let a = fs.add(data, b"a", 0o644, 0, 0, Content::File(b"two names\n".to_vec()));
+        let a = fs.add(
+            data,
+            b"a",
+            0o644,
+            0,
+            0,
+            Content::File(b"two names\n".to_vec()),
+        );
         fs.link(data, b"b", a);
         let many = fs.dir(root, b"many", 0o755, 0);
         for i in 0..MANY_FILES {
             let name = format!("file-{i:04}");
             let body = name.as_bytes().repeat(i % 3);
-            fs.add(many, name.as_bytes(), 0o644, 1000, 1000, Content::File(body));
+            fs.add(
+                many,
+                name.as_bytes(),
+                0o644,
+                1000,
+                1000,
+                Content::File(body),
+            );
         }
         fs.add(many, &[b'L'; 255], 0o644, 0, 0, Content::File(Vec::new()));
         let private = fs.dir(root, b"private", 0o700, 1000);
-        fs.add(private, b"secret", 0o600, 1000, 1000, Content::File(b"s3cret\n".to_vec()));
+        fs.add(
+            private,
+            b"secret",
+            0o600,
+            1000,
+            1000,
+            Content::File(b"s3cret\n".to_vec()),
+        );
         fs
     }
 
@@ -108,7 +171,15 @@ impl MemFs {
         self.add(parent, name, mode, uid, uid, Content::Dir(Vec::new()))
     }
 
-    fn add(&mut self, parent: usize, name: &[u8], mode: u32, uid: u32, gid: u32, c: Content) -> usize {
+    fn add(
+        &mut self,
+        parent: usize,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        c: Content,
+    ) -> usize {
         let idx = self.nodes.len();
         self.nodes.push(Node {
             parent,
@@ -254,11 +325,13 @@ impl Filesystem for MemFs {
         let idx = match name {
             b"." => d,
             b".." => self.nodes[d].parent,
-            _ => children
-                .iter()
-                .find(|(n, _)| n == name)
-                .ok_or(NfsError::NoEnt)?
-                .1,
+            _ => {
+                children
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .ok_or(NfsError::NoEnt)?
+                    .1
+            }
         };
         Ok((self.handle(idx), self.attr(idx)))
     }
@@ -374,7 +447,10 @@ mod tests {
         let (n, eof, _) = fs.read(&big, BIG_SIZE - 5, &mut buf).unwrap();
         assert_eq!((n, eof), (5, true));
         assert_eq!(buf[0], big_byte(BIG_SIZE - 5));
-        assert_eq!(fs.read(&fs.handle_of("dev").unwrap(), 0, &mut buf), Err(NfsError::Inval));
+        assert_eq!(
+            fs.read(&fs.handle_of("dev").unwrap(), 0, &mut buf),
+            Err(NfsError::Inval)
+        );
     }
 
     #[test]

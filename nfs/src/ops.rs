@@ -11,8 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::fs::{Attributes, DirEntry, FileHandle, FileType, Filesystem, NfsError};
-use crate::proto::nfs3::{self, access, procs};
 use crate::proto::mount3;
+use crate::proto::nfs3::{self, access, procs};
 use crate::record::Frame;
 use crate::rpc::{self, AcceptStat, Call, CallError, Credentials};
 use crate::xdr::{pad, Reader, Writer, XdrError};
@@ -149,7 +149,9 @@ fn route(call: &Call<'_>, stats: &Stats) -> Result<Route, Action> {
     };
     if call.vers != low_high {
         bump(&stats.prog_mismatch);
-        return Err(Action::Reply(rpc::prog_mismatch(call.xid, low_high, low_high)));
+        return Err(Action::Reply(rpc::prog_mismatch(
+            call.xid, low_high, low_high,
+        )));
     }
     if call.proc_num as usize >= count {
         bump(&stats.proc_unavail);
@@ -508,7 +510,9 @@ fn readdir(
     let mut eof = false;
     'fill: while used < maxcount {
         let room = (maxcount - used) / smallest + 1;
-        let want = usize::try_from(room).unwrap_or(READDIR_BATCH).min(READDIR_BATCH);
+        let want = usize::try_from(room)
+            .unwrap_or(READDIR_BATCH)
+            .min(READDIR_BATCH);
         let (batch, exhausted) = match fs.readdir(&dir, after, want) {
             Ok(b) => b,
             Err(e) => {
@@ -583,7 +587,10 @@ pub fn read_reply(req: &ReadRequest, fs: &dyn Filesystem) -> Vec<u8> {
             mid.u32(n as u32);
             mid.bool(eof);
             mid.u32(n as u32);
-            if let Some(slot) = w.buf_mut().get_mut(rpc::ACCEPTED_HEADER_LEN..READ_HEADER_LEN) {
+            if let Some(slot) = w
+                .buf_mut()
+                .get_mut(rpc::ACCEPTED_HEADER_LEN..READ_HEADER_LEN)
+            {
                 slot.copy_from_slice(mid.as_slice());
             }
             w.into_inner()
@@ -602,5 +609,570 @@ pub fn reply_now(action: Action, fs: &dyn Filesystem) -> Option<Vec<u8>> {
         Action::Reply(r) => Some(r),
         Action::Read(req) => Some(read_reply(&req, fs)),
         Action::Ignore | Action::Close => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::NfsTime;
+    use crate::memfs::{big_byte, MemFs, BIG_SIZE, MANY_FILES};
+    use crate::rpc::ReplyHeader;
+    use std::collections::HashSet;
+
+    fn root() -> Credentials {
+        Credentials::new(0, 0, &[])
+    }
+
+    fn call(prog: u32, vers: u32, p: u32, cred: &Credentials, args: &[u8]) -> Vec<u8> {
+        let mut w = rpc::encode_call(0x1234, prog, vers, p, Some(cred));
+        w.fixed_opaque(args);
+        w.into_inner()
+    }
+
+    /// Runs a call; returns the accept_stat and the result bytes.
+    fn run_as(fs: &MemFs, p: u32, cred: &Credentials, args: &[u8]) -> (u32, Vec<u8>) {
+        let rec = call(nfs3::PROGRAM, 3, p, cred, args);
+        let reply = reply_now(handle_call(&rec, fs, &Stats::new()), fs).unwrap();
+        assert!(reply.len() <= MAX_REPLY_LEN);
+        match rpc::decode_reply(&reply).unwrap() {
+            (
+                ReplyHeader::Accepted {
+                    xid: 0x1234, stat, ..
+                },
+                rest,
+            ) => (stat, rest.to_vec()),
+            h => panic!("unexpected {h:?}"),
+        }
+    }
+
+    fn run(fs: &MemFs, p: u32, args: &[u8]) -> Vec<u8> {
+        let (stat, body) = run_as(fs, p, &root(), args);
+        assert_eq!(stat, 0);
+        body
+    }
+
+    fn fh_arg(fh: &FileHandle) -> Writer {
+        let mut w = Writer::new();
+        nfs3::nfs_fh3(&mut w, fh);
+        w
+    }
+
+    fn attr(ftype: FileType, mode: u32, uid: u32, gid: u32) -> Attributes {
+        Attributes {
+            ftype,
+            mode,
+            nlink: 1,
+            uid,
+            gid,
+            size: 0,
+            used: 0,
+            rdev: (0, 0),
+            fsid: 0,
+            fileid: 1,
+            atime: NfsTime::default(),
+            mtime: NfsTime::default(),
+            ctime: NfsTime::default(),
+        }
+    }
+
+    #[test]
+    fn access_truth_table() {
+        use access::*;
+        const F: FileType = FileType::Regular;
+        const D: FileType = FileType::Directory;
+        let root = Credentials::new(0, 0, &[]);
+        let owner = Credentials::new(1000, 1000, &[]);
+        let group = Credentials::new(2000, 2000, &[7, 50]);
+        let other = Credentials::new(3000, 3000, &[7]);
+        let nobody = Credentials::nobody();
+        let all = READ | LOOKUP | MODIFY | EXTEND | DELETE | EXECUTE;
+        // (attributes, [root, owner, group (via gids), other, nobody])
+        let table = [
+            (
+                attr(F, 0o4755, 1000, 50),
+                [
+                    READ | EXECUTE,
+                    READ | EXECUTE,
+                    READ | EXECUTE,
+                    READ | EXECUTE,
+                    READ | EXECUTE,
+                ],
+            ),
+            (
+                attr(F, 0o711, 1000, 50),
+                [READ | EXECUTE, READ | EXECUTE, EXECUTE, EXECUTE, EXECUTE],
+            ),
+            (attr(F, 0o640, 1000, 50), [READ, READ, READ, 0, 0]),
+            (attr(F, 0o000, 1000, 50), [READ, 0, 0, 0, 0]),
+            (
+                attr(F, 0o070, 1000, 50),
+                [READ | EXECUTE, 0, READ | EXECUTE, 0, 0],
+            ),
+            (
+                attr(D, 0o700, 1000, 50),
+                [READ | LOOKUP, READ | LOOKUP, 0, 0, 0],
+            ),
+            (
+                attr(D, 0o711, 1000, 50),
+                [READ | LOOKUP, READ | LOOKUP, LOOKUP, LOOKUP, LOOKUP],
+            ),
+            (attr(D, 0o000, 1000, 50), [READ | LOOKUP, 0, 0, 0, 0]),
+            (attr(D, 0o755, 1000, 50), [READ | LOOKUP; 5]),
+        ];
+        for (a, expect) in table {
+            for (cred, want) in [&root, &owner, &group, &other, &nobody].iter().zip(expect) {
+                assert_eq!(
+                    access_granted(&a, cred) & all,
+                    want,
+                    "mode {:o} {:?} uid {}",
+                    a.mode,
+                    a.ftype,
+                    cred.uid
+                );
+            }
+        }
+        // Through the wire: only requested bits, never a write bit.
+        let fs = MemFs::new();
+        let mut args = fh_arg(&fs.handle_of("bin/prog").unwrap());
+        args.u32(all);
+        let body = run_as(&fs, procs::ACCESS, &other, args.as_slice()).1;
+        assert_eq!(&body[..8], [0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(&body[92..], [0, 0, 0, EXECUTE as u8]);
+        let mut args = fh_arg(&fs.handle_of("bin/prog").unwrap());
+        args.u32(READ);
+        let body = run_as(&fs, procs::ACCESS, &other, args.as_slice()).1;
+        assert_eq!(&body[92..], [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn read3resok_padding_golden() {
+        let fs = MemFs::new();
+        let fh = fs.handle_of("etc/hostname").unwrap(); // "node1\n"
+        let a = fs.getattr(&fh).unwrap();
+        for (count, tail) in [
+            (0u32, &[0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]),
+            (1, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, b'n', 0, 0, 0][..]),
+            (
+                3,
+                &[0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 3, b'n', b'o', b'd', 0][..],
+            ),
+            (
+                4,
+                &[0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, b'n', b'o', b'd', b'e'][..],
+            ),
+            (
+                5,
+                &[
+                    0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 5, b'n', b'o', b'd', b'e', b'1', 0, 0, 0,
+                ][..],
+            ),
+            (
+                6,
+                &[
+                    0, 0, 0, 6, 0, 0, 0, 1, 0, 0, 0, 6, b'n', b'o', b'd', b'e', b'1', b'\n', 0, 0,
+                ][..],
+            ),
+        ] {
+            let mut args = fh_arg(&fh);
+            args.u64(0);
+            args.u32(count);
+            let body = run(&fs, procs::READ, args.as_slice());
+            let mut head = Writer::new();
+            head.u32(0);
+            nfs3::post_op_attr(&mut head, Some(&a));
+            assert_eq!(&body[..92], head.as_slice());
+            assert_eq!(&body[92..], tail, "count {count}");
+        }
+    }
+
+    #[test]
+    fn read_edges() {
+        let fs = MemFs::new();
+        let big = fs.handle_of("big").unwrap();
+        let read = |fh: &FileHandle, offset: u64, count: u32, cred: &Credentials| {
+            let mut args = fh_arg(fh);
+            args.u64(offset);
+            args.u32(count);
+            run_as(&fs, procs::READ, cred, args.as_slice()).1
+        };
+        // Past EOF, at EOF, and beyond i64::MAX: count 0, eof.
+        for off in [BIG_SIZE, BIG_SIZE + 1, u64::MAX, i64::MAX as u64 + 1] {
+            let b = read(&big, off, 100, &root());
+            assert_eq!(
+                &b[92..],
+                [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+                "offset {off}"
+            );
+        }
+        // Count capped at 1 MiB; data right across the 4 GiB boundary.
+        let off = (4 << 30) - 3;
+        let b = read(&big, off, u32::MAX, &root());
+        assert_eq!(&b[92..96], [0, 0x10, 0, 0]);
+        assert_eq!(b.len(), 92 + 12 + (1 << 20));
+        for i in 0..8u64 {
+            assert_eq!(b[104 + i as usize], big_byte(off + i));
+        }
+        // Last bytes: eof set although count was not reduced to zero.
+        let b = read(&big, BIG_SIZE - 2, 2, &root());
+        assert_eq!(&b[92..104], [0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2]);
+        // Non-regular: INVAL with attributes.
+        let b = read(&fs.handle_of("dev/null").unwrap(), 0, 1, &root());
+        assert_eq!(&b[..8], [0, 0, 0, 22, 0, 0, 0, 1]);
+        assert_eq!(b.len(), 92);
+        // Execute-only binary is readable by others; a 0600 file of uid 1000 is not.
+        let other = Credentials::new(3000, 3000, &[]);
+        let b = read(&fs.handle_of("bin/prog").unwrap(), 0, 4, &other);
+        assert_eq!(&b[..4], [0, 0, 0, 0]);
+        let b = read(&fs.handle_of("private/secret").unwrap(), 0, 4, &other);
+        assert_eq!(&b[..4], [0, 0, 0, 13]);
+        let owner = Credentials::new(1000, 1000, &[]);
+        let b = read(&fs.handle_of("private/secret").unwrap(), 0, 4, &owner);
+        assert_eq!(
+            &b[92..],
+            [0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 4, b's', b'3', b'c', b'r']
+        );
+    }
+
+    /// Pages through a directory with READDIR(PLUS); checks sizes and returns the names.
+    fn walk(
+        fs: &MemFs,
+        dir: &FileHandle,
+        plus: bool,
+        dircount: u32,
+        maxcount: u32,
+    ) -> Result<Vec<Vec<u8>>, u32> {
+        let mut cookie = 0u64;
+        let mut names = Vec::new();
+        for _round in 0..10_000 {
+            let mut args = fh_arg(dir);
+            args.u64(cookie);
+            args.u64(0);
+            if plus {
+                args.u32(dircount);
+            }
+            args.u32(maxcount);
+            let p = if plus {
+                procs::READDIRPLUS
+            } else {
+                procs::READDIR
+            };
+            let body = run(fs, p, args.as_slice());
+            let mut r = Reader::new(&body);
+            let status = r.u32().unwrap();
+            if status == 0 {
+                let len = body.len() as u64;
+                assert!(
+                    len <= u64::from(maxcount),
+                    "reply {len} > maxcount {maxcount}"
+                );
+            }
+            assert!(r.bool().unwrap());
+            r.fixed_opaque(84).unwrap();
+            if status != 0 {
+                assert!(r.is_empty());
+                return Err(status);
+            }
+            assert_eq!(r.fixed_opaque(8).unwrap(), [0; 8]);
+            let mut got = 0;
+            while r.bool().unwrap() {
+                let fileid = r.u64().unwrap();
+                let name = r.string(255).unwrap().to_vec();
+                cookie = r.u64().unwrap();
+                if plus {
+                    assert!(r.bool().unwrap());
+                    let a = r.fixed_opaque(84).unwrap();
+                    assert_eq!(u64::from_be_bytes(a[52..60].try_into().unwrap()), fileid);
+                    assert!(r.bool().unwrap());
+                    assert_eq!(r.opaque(64).unwrap().len(), 36);
+                }
+                names.push(name);
+                got += 1;
+            }
+            let eof = r.bool().unwrap();
+            assert!(r.is_empty());
+            if eof {
+                return Ok(names);
+            }
+            assert!(got > 0, "no progress without eof");
+        }
+        panic!("listing never ended");
+    }
+
+    #[test]
+    fn readdir_paging() {
+        let fs = MemFs::new();
+        let many = fs.handle_of("many").unwrap();
+        let expect = MANY_FILES + 1 + 2;
+        for plus in [true, false] {
+            for maxcount in [0u32, 100, 500, 1024, 4096, 65536, u32::MAX] {
+                for dircount in [0, maxcount / 8, maxcount] {
+                    match walk(&fs, &many, plus, dircount, maxcount) {
+                        Ok(names) => {
+                            let set: HashSet<_> = names.iter().collect();
+                            assert_eq!(
+                                names.len(),
+                                expect,
+                                "plus {plus} max {maxcount} dir {dircount}"
+                            );
+                            assert_eq!(set.len(), names.len(), "duplicates");
+                            assert_eq!(&names[..2], [b".".to_vec(), b"..".to_vec()]);
+                        }
+                        // Not even "." fits. (500 does hold one entryplus3 of "." but not the
+                        // 255-byte name: that one answers TOOSMALL mid-listing.)
+                        Err(s) => {
+                            assert_eq!(s, NfsError::TooSmall as u32);
+                            assert!(maxcount <= 500, "plus {plus} max {maxcount}");
+                        }
+                    }
+                    if !plus {
+                        break; // dircount means nothing to READDIR
+                    }
+                }
+            }
+        }
+        // A listing that fits whole in one reply says eof; an empty resume past the end too.
+        let etc = fs.handle_of("etc").unwrap();
+        assert_eq!(walk(&fs, &etc, true, 8192, 8192).unwrap().len(), 4);
+        let mut args = fh_arg(&etc);
+        args.u64(u64::MAX);
+        args.u64(0);
+        args.u32(4096);
+        args.u32(4096);
+        let body = run(&fs, procs::READDIRPLUS, args.as_slice());
+        assert_eq!(&body[body.len() - 8..], [0, 0, 0, 0, 0, 0, 0, 1]);
+        // READDIR of a file: NOTDIR with its attributes.
+        let mut args = fh_arg(&fs.handle_of("big").unwrap());
+        args.u64(0);
+        args.u64(0);
+        args.u32(4096);
+        let body = run(&fs, procs::READDIR, args.as_slice());
+        assert_eq!(&body[..8], [0, 0, 0, 20, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn lookup_and_friends() {
+        let fs = MemFs::new();
+        let root_fh = fs.mount(crate::memfs::EXPORT).unwrap();
+        let mut args = fh_arg(&root_fh);
+        args.string(b"etc");
+        let body = run(&fs, procs::LOOKUP, args.as_slice());
+        assert_eq!(&body[..8], [0, 0, 0, 0, 0, 0, 0, 36]);
+        assert_eq!(&body[8..44], fs.handle_of("etc").unwrap().as_bytes());
+        assert_eq!(body.len(), 4 + 40 + 88 + 88);
+        for (name, status) in [
+            (&b"nope"[..], 2u8),
+            (&[b'x'; 256][..], 63),
+            (b"", 2),
+            (b"a/b", 2),
+        ] {
+            let mut args = fh_arg(&root_fh);
+            args.string(name);
+            let body = run(&fs, procs::LOOKUP, args.as_slice());
+            assert_eq!(
+                &body[..8],
+                [0, 0, 0, status, 0, 0, 0, 1],
+                "dir attrs on failure"
+            );
+            assert_eq!(body.len(), 92);
+        }
+        // Other users cannot look up in a 0700 directory.
+        let mut args = fh_arg(&fs.handle_of("private").unwrap());
+        args.string(b"secret");
+        let body = run_as(
+            &fs,
+            procs::LOOKUP,
+            &Credentials::new(5, 5, &[]),
+            args.as_slice(),
+        )
+        .1;
+        assert_eq!(&body[..4], [0, 0, 0, 13]);
+        // READLINK.
+        let body = run(
+            &fs,
+            procs::READLINK,
+            fh_arg(&fs.handle_of("link").unwrap()).as_slice(),
+        );
+        assert_eq!(&body[92..], b"\0\0\0\x0cetc/hostname");
+        let body = run(&fs, procs::READLINK, fh_arg(&root_fh).as_slice());
+        assert_eq!(&body[..8], [0, 0, 0, 22, 0, 0, 0, 1]);
+        // Bad and stale handles: status, no attributes.
+        let mut bad = root_fh;
+        bad.0[0] = 7;
+        let body = run(&fs, procs::GETATTR, fh_arg(&bad).as_slice());
+        assert_eq!(body, (NfsError::BadHandle as u32).to_be_bytes());
+        let mut stale = root_fh;
+        stale.0[12] = 0x7f;
+        for p in [procs::FSINFO, procs::PATHCONF, procs::FSSTAT, procs::ACCESS] {
+            let mut args = fh_arg(&stale);
+            args.u32(1);
+            let body = run(&fs, p, args.as_slice());
+            assert_eq!(
+                body,
+                [0, 0, 0, 70, 0, 0, 0, 0],
+                "proc {p}: status + post_op_attr"
+            );
+        }
+        let mut w = Writer::new();
+        w.opaque(&[1; 35]);
+        assert_eq!(
+            run(&fs, procs::GETATTR, w.as_slice()),
+            [0x00, 0x00, 0x27, 0x11]
+        );
+        // FSSTAT, FSINFO sizes.
+        assert_eq!(
+            run(&fs, procs::FSSTAT, fh_arg(&root_fh).as_slice()).len(),
+            4 + 88 + 48 + 4
+        );
+        assert_eq!(
+            run(&fs, procs::FSINFO, fh_arg(&root_fh).as_slice()).len(),
+            4 + 88 + 48
+        );
+        assert_eq!(
+            run(&fs, procs::PATHCONF, fh_arg(&root_fh).as_slice()).len(),
+            4 + 88 + 24
+        );
+        assert_eq!(run(&fs, procs::NULL, &[]).len(), 0);
+    }
+
+    #[test]
+    fn write_procs_are_rofs() {
+        let fs = MemFs::new();
+        for p in 0..22 {
+            if !nfs3::is_write_proc(p) {
+                continue;
+            }
+            // Arguments are irrelevant, even absent ones.
+            let body = run(&fs, p, &[]);
+            assert_eq!(&body[..4], [0, 0, 0, 30]);
+            let n = match p {
+                procs::LINK => 3,
+                procs::RENAME => 4,
+                _ => 2,
+            };
+            assert_eq!(body.len(), 4 + 4 * n);
+            assert!(body[4..].iter().all(|b| *b == 0));
+        }
+    }
+
+    #[test]
+    fn rpc_level_answers() {
+        let fs = MemFs::new();
+        let stats = Stats::new();
+        let go = |rec: &[u8]| handle_call(rec, &fs, &stats);
+        let header = |a: Action| match a {
+            Action::Reply(r) => rpc::decode_reply(&r).unwrap().0,
+            a => panic!("unexpected {a:?}"),
+        };
+        let accepted = |stat, mismatch| ReplyHeader::Accepted {
+            xid: 0x1234,
+            stat,
+            mismatch,
+        };
+        for v in [2, 4] {
+            assert_eq!(
+                header(go(&call(nfs3::PROGRAM, v, 0, &root(), &[]))),
+                accepted(2, Some((3, 3)))
+            );
+        }
+        for v in [1, 2] {
+            assert_eq!(
+                header(go(&call(mount3::PROGRAM, v, 0, &root(), &[]))),
+                accepted(2, Some((3, 3)))
+            );
+        }
+        for prog in [100227, 100000, 100021, 0] {
+            assert_eq!(
+                header(go(&call(prog, 3, 0, &root(), &[]))),
+                accepted(1, None)
+            );
+        }
+        assert_eq!(
+            header(go(&call(nfs3::PROGRAM, 3, 22, &root(), &[]))),
+            accepted(3, None)
+        );
+        assert_eq!(
+            header(go(&call(mount3::PROGRAM, 3, 6, &root(), &[]))),
+            accepted(3, None)
+        );
+        // Truncated or oversized arguments: GARBAGE_ARGS.
+        assert_eq!(
+            header(go(&call(
+                nfs3::PROGRAM,
+                3,
+                procs::GETATTR,
+                &root(),
+                &[0, 0, 0, 36, 1, 2]
+            ))),
+            accepted(4, None)
+        );
+        let mut w = Writer::new();
+        w.opaque(&[1; 65]);
+        assert_eq!(
+            header(go(&call(
+                nfs3::PROGRAM,
+                3,
+                procs::GETATTR,
+                &root(),
+                w.as_slice()
+            ))),
+            accepted(4, None)
+        );
+        assert_eq!(go(&[1, 2]), Action::Close);
+        let mut reply = call(nfs3::PROGRAM, 3, 0, &root(), &[]);
+        reply[7] = 1;
+        assert_eq!(go(&reply), Action::Ignore);
+        // Discarded records.
+        let write = call(nfs3::PROGRAM, 3, procs::WRITE, &root(), &[0; 100]);
+        match handle_discarded(&write, &stats) {
+            Action::Reply(r) => {
+                let (h, rest) = rpc::decode_reply(&r).unwrap();
+                assert_eq!(h, accepted(0, None));
+                assert_eq!(rest, [0, 0, 0, 30, 0, 0, 0, 0, 0, 0, 0, 0]);
+            }
+            a => panic!("{a:?}"),
+        }
+        let read = call(nfs3::PROGRAM, 3, procs::READ, &root(), &[0; 100]);
+        assert_eq!(header(handle_discarded(&read, &stats)), accepted(4, None));
+        assert_eq!(handle_discarded(&[], &stats), Action::Close);
+        let s = stats.snapshot();
+        assert_eq!(s.discarded, 3);
+        assert_eq!(s.nfs[procs::WRITE as usize], 1);
+        assert_eq!(s.prog_mismatch, 4);
+        assert_eq!(s.prog_unavail, 4);
+        assert_eq!(s.proc_unavail, 2);
+        assert_eq!(s.garbage_args, 3);
+    }
+
+    #[test]
+    fn mount_procs() {
+        let fs = MemFs::new();
+        let stats = Stats::new();
+        let mount = |p: u32, args: &[u8]| {
+            let rec = call(mount3::PROGRAM, 3, p, &root(), args);
+            let Action::Reply(r) = handle_call(&rec, &fs, &stats) else {
+                panic!()
+            };
+            rpc::decode_reply(&r).unwrap().1.to_vec()
+        };
+        let mut w = Writer::new();
+        w.string(crate::memfs::EXPORT);
+        let body = mount(mount3::procs::MNT, w.as_slice());
+        assert_eq!(&body[..8], [0, 0, 0, 0, 0, 0, 0, 36]);
+        assert_eq!(&body[44..], [0, 0, 0, 1, 0, 0, 0, 1]);
+        let mut w = Writer::new();
+        w.string(b"/nope");
+        assert_eq!(mount(mount3::procs::MNT, w.as_slice()), [0, 0, 0, 2]);
+        let mut w = Writer::new();
+        w.string(&[b'/'; 1100]);
+        assert_eq!(mount(mount3::procs::MNT, w.as_slice()), [0, 0, 0, 63]);
+        assert!(mount(mount3::procs::NULL, &[]).is_empty());
+        assert_eq!(mount(mount3::procs::DUMP, &[]), [0, 0, 0, 0]);
+        assert!(mount(mount3::procs::UMNTALL, &[]).is_empty());
+        assert_eq!(
+            mount(mount3::procs::EXPORT, &[]),
+            b"\0\0\0\x01\0\0\0\x07/export\0\0\0\0\0\0\0\0\0"
+        );
+        assert_eq!(stats.snapshot().mount, [1, 3, 1, 0, 1, 1]);
     }
 }

@@ -212,7 +212,11 @@ mod tests {
                     let mut d = Deframer::new();
                     let mut got = feed_all(&mut d, &s[..cut]);
                     got.extend(feed_all(&mut d, &s[cut..]));
-                    assert_eq!(got, vec![Frame::Record(msg.clone())], "a={a} b={b} cut={cut}");
+                    assert_eq!(
+                        got,
+                        vec![Frame::Record(msg.clone())],
+                        "a={a} b={b} cut={cut}"
+                    );
                 }
             }
         }
@@ -290,7 +294,10 @@ mod tests {
             f => panic!("unexpected {f:?}"),
         }
         // The stream stays in sync.
-        assert_eq!(feed_all(&mut d, &frame(b"ok")), vec![Frame::Record(b"ok".to_vec())]);
+        assert_eq!(
+            feed_all(&mut d, &frame(b"ok")),
+            vec![Frame::Record(b"ok".to_vec())]
+        );
     }
 
     #[test]
@@ -312,7 +319,10 @@ mod tests {
         );
         // Exactly the limit is still a record.
         let s = frame(&vec![2u8; MAX_RECORD]);
-        assert_eq!(feed_all(&mut d, &s), vec![Frame::Record(vec![2u8; MAX_RECORD])]);
+        assert_eq!(
+            feed_all(&mut d, &s),
+            vec![Frame::Record(vec![2u8; MAX_RECORD])]
+        );
     }
 
     #[test]

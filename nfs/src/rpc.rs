@@ -257,7 +257,13 @@ pub fn denied_auth(xid: u32, stat: AuthStat) -> Vec<u8> {
 }
 
 /// Builds a call (used by our test client, the loopback test and the fuzz seeds).
-pub fn encode_call(xid: u32, prog: u32, vers: u32, proc_num: u32, cred: Option<&Credentials>) -> Writer {
+pub fn encode_call(
+    xid: u32,
+    prog: u32,
+    vers: u32,
+    proc_num: u32,
+    cred: Option<&Credentials>,
+) -> Writer {
     let mut w = Writer::with_capacity(128);
     w.u32(xid);
     w.u32(MSG_CALL);
@@ -292,8 +298,16 @@ pub fn encode_call(xid: u32, prog: u32, vers: u32, proc_num: u32, cred: Option<&
 /// A decoded reply header (for our test client and the fuzz target's reply check).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplyHeader {
-    Accepted { xid: u32, stat: u32, mismatch: Option<(u32, u32)> },
-    Denied { xid: u32, reject: u32, detail: (u32, u32) },
+    Accepted {
+        xid: u32,
+        stat: u32,
+        mismatch: Option<(u32, u32)>,
+    },
+    Denied {
+        xid: u32,
+        reject: u32,
+        detail: (u32, u32),
+    },
 }
 
 /// Decodes a reply header; returns it and the bytes of the results.
@@ -313,7 +327,14 @@ pub fn decode_reply(body: &[u8]) -> Option<(ReplyHeader, &[u8])> {
             } else {
                 None
             };
-            Some((ReplyHeader::Accepted { xid, stat, mismatch }, r.rest()))
+            Some((
+                ReplyHeader::Accepted {
+                    xid,
+                    stat,
+                    mismatch,
+                },
+                r.rest(),
+            ))
         }
         MSG_DENIED => {
             let reject = r.u32().ok()?;
@@ -322,7 +343,14 @@ pub fn decode_reply(body: &[u8]) -> Option<(ReplyHeader, &[u8])> {
             } else {
                 (r.u32().ok()?, 0)
             };
-            Some((ReplyHeader::Denied { xid, reject, detail }, r.rest()))
+            Some((
+                ReplyHeader::Denied {
+                    xid,
+                    reject,
+                    detail,
+                },
+                r.rest(),
+            ))
         }
         _ => None,
     }
@@ -381,23 +409,35 @@ mod tests {
         let body = auth_sys_body(b"node", 2, &[5, 6], b"");
         let rec = call_with_cred(AUTH_SYS, &body);
         let call = decode_call(&rec).unwrap();
-        assert_eq!((call.xid, call.prog, call.vers, call.proc_num), (42, 100003, 3, 1));
+        assert_eq!(
+            (call.xid, call.prog, call.vers, call.proc_num),
+            (42, 100003, 3, 1)
+        );
         assert_eq!(call.cred.gids(), &[5, 6]);
         assert_eq!(call.args, &[0, 0, 0xab, 0xcd]);
 
-        let call = decode_call(&call_with_cred(AUTH_NONE, b"")).unwrap();
-        assert_eq!(call.cred, Credentials::nobody());
+        let none = call_with_cred(AUTH_NONE, b"");
+        assert_eq!(decode_call(&none).unwrap().cred, Credentials::nobody());
 
         let bad = CallError::Auth {
             xid: 42,
             stat: AuthStat::BadCred,
         };
         assert_eq!(decode_call(&call_with_cred(6, b"")).unwrap_err(), bad);
-        assert_eq!(decode_call(&call_with_cred(AUTH_SYS, &[0; 401])).unwrap_err(), bad);
+        assert_eq!(
+            decode_call(&call_with_cred(AUTH_SYS, &[0; 401])).unwrap_err(),
+            bad
+        );
         let trailing = auth_sys_body(b"node", 0, &[], &[1, 2, 3, 4]);
-        assert_eq!(decode_call(&call_with_cred(AUTH_SYS, &trailing)).unwrap_err(), bad);
+        assert_eq!(
+            decode_call(&call_with_cred(AUTH_SYS, &trailing)).unwrap_err(),
+            bad
+        );
         let many = auth_sys_body(b"m", 17, &[0; 17], b"");
-        assert_eq!(decode_call(&call_with_cred(AUTH_SYS, &many)).unwrap_err(), bad);
+        assert_eq!(
+            decode_call(&call_with_cred(AUTH_SYS, &many)).unwrap_err(),
+            bad
+        );
     }
 
     #[test]
@@ -418,7 +458,10 @@ mod tests {
         );
         let mut reply = call_with_cred(AUTH_NONE, b"");
         reply[7] = 1;
-        assert_eq!(decode_call(&reply).unwrap_err(), CallError::NotACall { xid: 42 });
+        assert_eq!(
+            decode_call(&reply).unwrap_err(),
+            CallError::NotACall { xid: 42 }
+        );
         assert_eq!(CallError::NotACall { xid: 42 }.reply(), None);
     }
 

@@ -202,11 +202,7 @@ mod tests {
 
     #[test]
     fn pads() {
-        assert_eq!(
-            [0, 1, 2, 3, 4, 5].map(pad),
-            [0, 3, 2, 1, 0, 3],
-            "pad to 4"
-        );
+        assert_eq!([0, 1, 2, 3, 4, 5].map(pad), [0, 3, 2, 1, 0, 3], "pad to 4");
         assert_eq!(padded(5), 8);
     }
 

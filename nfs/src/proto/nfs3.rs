@@ -441,7 +441,12 @@ pub(crate) mod tests {
 
     #[test]
     fn handle_lengths() {
-        for (len, expect) in [(0, Ok(None)), (35, Ok(None)), (36, Ok(Some(()))), (37, Ok(None))] {
+        for (len, expect) in [
+            (0, Ok(None)),
+            (35, Ok(None)),
+            (36, Ok(Some(()))),
+            (37, Ok(None)),
+        ] {
             let mut w = Writer::new();
             w.opaque(&vec![1; len]);
             let got = decode_fh(&mut Reader::new(w.as_slice())).map(|o| o.map(|_| ()));
@@ -463,7 +468,10 @@ pub(crate) mod tests {
         assert_eq!(b.len(), 88 + 7 * 4 + 8 + 8 + 4);
         assert_eq!(&b[88..92], [0, 0x10, 0, 0]); // rtmax 1 MiB
         assert_eq!(&b[112..116], [0, 1, 0, 0]); // dtpref 64 KiB
-        assert_eq!(&b[116..124], [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            &b[116..124],
+            [0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
         assert_eq!(&b[124..132], [0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(&b[132..], [0, 0, 0, 0x0b]);
         let mut w = Writer::new();
