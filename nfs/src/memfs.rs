@@ -295,13 +295,18 @@ impl MemFs {
 }
 
 impl Filesystem for MemFs {
+    /// The export root, or a directory below it (knfsd allows that too, and libnfs' `nfs-cat`
+    /// mounts the parent directory of the file it reads).
     fn mount(&self, path: &[u8]) -> Result<FileHandle, MountError> {
-        // Tolerate a trailing slash like real servers do.
-        let p = path.strip_suffix(b"/").unwrap_or(path);
-        if p == EXPORT {
-            Ok(self.handle(0))
-        } else {
-            Err(MountError::NoEnt)
+        let rest = path.strip_prefix(EXPORT).ok_or(MountError::NoEnt)?;
+        if !rest.is_empty() && !rest.starts_with(b"/") {
+            return Err(MountError::NoEnt);
+        }
+        let rest = std::str::from_utf8(rest).map_err(|_| MountError::NoEnt)?;
+        let fh = self.handle_of(rest).ok_or(MountError::NoEnt)?;
+        match self.resolve(&fh).map(|i| &self.nodes[i].content) {
+            Ok(Content::Dir(_)) => Ok(fh),
+            _ => Err(MountError::NotDir),
         }
     }
 
@@ -426,6 +431,9 @@ mod tests {
         let root = fs.mount(EXPORT).unwrap();
         assert_eq!(fs.mount(b"/export/"), Ok(root));
         assert_eq!(fs.mount(b"/other"), Err(MountError::NoEnt));
+        assert_eq!(fs.mount(b"/exportx"), Err(MountError::NoEnt));
+        assert_eq!(fs.mount(b"/export/etc"), Ok(fs.handle_of("etc").unwrap()));
+        assert_eq!(fs.mount(b"/export/big"), Err(MountError::NotDir));
         let (a, aa) = fs.lookup(&fs.handle_of("data").unwrap(), b"a").unwrap();
         let (b, ba) = fs.lookup(&fs.handle_of("data").unwrap(), b"b").unwrap();
         assert_eq!((a, aa.nlink), (b, 2));
