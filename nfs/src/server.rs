@@ -106,7 +106,9 @@ impl Server {
         let shared = Arc::new(Shared {
             fs,
             calls: ops::Stats::new(),
-            connections: Arc::new(Semaphore::new(config.max_connections)),
+            connections: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             read_budget: Arc::new(Semaphore::new(TOTAL_READ_KIB)),
             config,
             total: AtomicU64::new(0),
