@@ -950,6 +950,148 @@ mod tests {
         assert_eq!(&body[..8], [0, 0, 0, 20, 0, 0, 0, 1]);
     }
 
+    /// A directory whose listing changes between READDIRPLUS pages (design §6.1): entries are
+    /// added and removed after every call. Paging by cookie must still list every entry that
+    /// existed throughout exactly once, and nothing twice.
+    struct Shifting {
+        entries: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<u8>>>,
+        rng: std::sync::Mutex<u64>,
+    }
+
+    impl Shifting {
+        fn dir() -> FileHandle {
+            FileHandle([1; 36])
+        }
+
+        fn next(&self) -> u64 {
+            let mut x = self.rng.lock().unwrap();
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            *x
+        }
+    }
+
+    impl Filesystem for Shifting {
+        fn mount(&self, _: &[u8]) -> Result<FileHandle, crate::fs::MountError> {
+            Ok(Self::dir())
+        }
+        fn export_paths(&self) -> Vec<Vec<u8>> {
+            Vec::new()
+        }
+        fn getattr(&self, _: &FileHandle) -> Result<Attributes, NfsError> {
+            Ok(attr(FileType::Directory, 0o755, 0, 0))
+        }
+        fn lookup(&self, _: &FileHandle, _: &[u8]) -> Result<(FileHandle, Attributes), NfsError> {
+            Err(NfsError::NoEnt)
+        }
+        fn readlink(&self, _: &FileHandle) -> Result<Vec<u8>, NfsError> {
+            Err(NfsError::Inval)
+        }
+        fn readdir(
+            &self,
+            _: &FileHandle,
+            after: u64,
+            max: usize,
+        ) -> Result<(Vec<DirEntry>, bool), NfsError> {
+            let map = self.entries.lock().unwrap();
+            let page: Vec<DirEntry> = map
+                .range(after.saturating_add(1)..)
+                .take(max)
+                .map(|(c, n)| DirEntry {
+                    cookie: *c,
+                    name: n.clone(),
+                    handle: FileHandle([2; 36]),
+                    attr: attr(FileType::Regular, 0o644, 0, 0),
+                })
+                .collect();
+            let done = page
+                .last()
+                .is_none_or(|l| map.range(l.cookie + 1..).next().is_none());
+            drop(map);
+            // Churn: one new name, one removed "temp-" name.
+            let c = self.next() >> 1 | 3;
+            let mut map = self.entries.lock().unwrap();
+            map.insert(c, format!("temp-{c}").into_bytes());
+            let victim = map
+                .iter()
+                .find(|(_, n)| n.starts_with(b"temp-"))
+                .map(|(k, _)| *k);
+            if let (Some(v), true) = (victim, self.next() & 1 == 0) {
+                map.remove(&v);
+            }
+            Ok((page, done))
+        }
+        fn read(
+            &self,
+            _: &FileHandle,
+            _: u64,
+            _: &mut [u8],
+        ) -> Result<(usize, bool, Attributes), NfsError> {
+            Err(NfsError::Inval)
+        }
+        fn fsstat(&self, _: &FileHandle) -> Result<(Attributes, crate::fs::FsStat), NfsError> {
+            Err(NfsError::NotSupp)
+        }
+    }
+
+    #[test]
+    fn readdirplus_paging_under_changes() {
+        let mut fixed = std::collections::BTreeMap::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..400 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            fixed.insert(x >> 1 | 3, format!("stable-{i}").into_bytes());
+        }
+        for maxcount in [1024u32, 4096, 65536] {
+            let fs = Shifting {
+                entries: std::sync::Mutex::new(fixed.clone()),
+                rng: std::sync::Mutex::new(u64::from(maxcount) | 1),
+            };
+            let mut cookie = 0;
+            let mut seen = Vec::new();
+            loop {
+                let mut args = fh_arg(&Shifting::dir());
+                args.u64(cookie);
+                args.u64(0);
+                args.u32(maxcount);
+                args.u32(maxcount);
+                let rec = call(
+                    nfs3::PROGRAM,
+                    3,
+                    procs::READDIRPLUS,
+                    &root(),
+                    args.as_slice(),
+                );
+                let Action::Reply(reply) = handle_call(&rec, &fs, &Stats::new()) else {
+                    panic!()
+                };
+                let body = rpc::decode_reply(&reply).unwrap().1;
+                assert!(body.len() <= maxcount as usize);
+                let mut r = Reader::new(body);
+                assert_eq!(r.u32().unwrap(), 0);
+                assert!(r.bool().unwrap());
+                r.fixed_opaque(84 + 8).unwrap();
+                while r.bool().unwrap() {
+                    r.u64().unwrap();
+                    seen.push(r.string(255).unwrap().to_vec());
+                    cookie = r.u64().unwrap();
+                    r.fixed_opaque(88 + 4 + 40).unwrap();
+                }
+                if r.bool().unwrap() {
+                    break;
+                }
+            }
+            let set: HashSet<_> = seen.iter().collect();
+            assert_eq!(set.len(), seen.len(), "duplicates at maxcount {maxcount}");
+            for name in fixed.values() {
+                assert!(set.contains(name), "lost {name:?} at maxcount {maxcount}");
+            }
+        }
+    }
+
     #[test]
     fn lookup_and_friends() {
         let fs = MemFs::new();
