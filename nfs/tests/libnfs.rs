@@ -1,8 +1,8 @@
 //! An independent NFSv3 client against our server: libnfs-utils (`nfs-ls`, `nfs-cat`, Debian
 //! package `libnfs-utils`) over memfs. The URL's `nfsport`/`mountport` options make libnfs skip
 //! rpcbind. libnfs binds a privileged source port when run as root and falls back to an
-//! ephemeral one otherwise; the server is started without `require_privileged_port`, so both
-//! work.
+//! ephemeral one otherwise; the server requires a privileged port only when the test runs as
+//! root.
 //!
 //! Skipped when `nfs-ls` is not installed, except under `CI=true`, where its absence fails.
 
@@ -51,8 +51,13 @@ fn libnfs_lists_and_reads() {
         .build()
         .unwrap();
     let fs: Arc<dyn Filesystem> = Arc::new(MemFs::new());
+    // As root, libnfs binds a reserved source port: require it, which also checks that knfsd's
+    // `secure` rule does not lock such clients out.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     let config = ServerConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        require_privileged_port: root,
         ..ServerConfig::default()
     };
     let server = rt.block_on(Server::start(config, fs)).unwrap();
@@ -92,6 +97,7 @@ fn libnfs_lists_and_reads() {
     assert_eq!(run(NFS_CAT, &[&url("/data/b")]), "two names\n");
 
     let s = server.stats();
+    assert_eq!(s.connections_rejected, 0);
     assert!(
         s.calls.nfs[17] > 0 || s.calls.nfs[16] > 0,
         "readdir used: {s:?}"
