@@ -26,6 +26,10 @@ pub struct Config {
     pub tftp: TftpConfig,
     /// The two-master HA runtime (`runtime`): heartbeats, virtual IP, services, monitors.
     pub ha: runtime::config::HaConfig,
+    /// The directory of the configuration file: node overlay templates of the administrator
+    /// are in its `overlay/` subdirectory.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -38,6 +42,7 @@ impl Default for Config {
             dhcp: DhcpConfig::default(),
             tftp: TftpConfig::default(),
             ha: runtime::config::HaConfig::default(),
+            config_dir: PathBuf::from("/etc/clustermaker"),
         }
     }
 }
@@ -111,6 +116,9 @@ pub struct BootConfig {
     /// Whether PXE clients that are not registered nodes boot the default image (`true`) or are
     /// only recorded as discovered and sent on to their next boot device (`false`).
     pub boot_unknown: bool,
+    /// Nodes mount their image's root over NFS from this master (`cm.root=` on the kernel
+    /// command line); off: they stay in their initramfs.
+    pub nfs_root: bool,
 }
 
 impl Default for BootConfig {
@@ -125,6 +133,7 @@ impl Default for BootConfig {
             script_template: None,
             ipv6_ra: true,
             boot_unknown: true,
+            nfs_root: false,
         }
     }
 }
@@ -194,6 +203,7 @@ impl Config {
                 }
             }
         })?;
+        config.config_dir = base.to_path_buf();
         config.resolve_paths(base);
         config
             .validate()
