@@ -269,9 +269,11 @@ mod tests {
     #[test]
     fn discovered_nodes_get_no_keys_and_user_templates_apply() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.state_dir = dir.path().join("state");
-        config.config_dir = dir.path().to_path_buf();
+        let config = Config {
+            state_dir: dir.path().join("state"),
+            config_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         std::fs::create_dir_all(dir.path().join("overlay/etc")).unwrap();
         std::fs::write(
             dir.path().join("overlay/etc/motd.j2"),

@@ -32,10 +32,12 @@ pub fn parse_stat(text: &str) -> Option<CpuTimes> {
                 let idle = v[3].saturating_add(v.get(4).copied().unwrap_or(0));
                 times = Some((total, idle));
             }
-            Some(name) if name.len() > 3 && name.starts_with("cpu") => {
-                if name[3..].bytes().all(|b| b.is_ascii_digit()) {
-                    cores = cores.saturating_add(1);
-                }
+            Some(name)
+                if name.len() > 3
+                    && name.starts_with("cpu")
+                    && name[3..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                cores = cores.saturating_add(1);
             }
             _ => {}
         }
