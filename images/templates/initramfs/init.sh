@@ -35,11 +35,32 @@ NFS_OPTS="ro,vers=3,proto=tcp,port=2049,mountport=2049,mountproto=tcp,nolock,noa
 AGENT=/usr/local/sbin/clustermaker
 AGENT_ARGS="agent run --config /etc/clustermaker/agent.toml"
 
+# Runs "$@" for at most $1 seconds. Debian's static busybox 1.35 wget crashes (SIGSEGV) when
+# given -T, so network commands are timed out from outside instead.
+timed() {
+    secs=$1
+    shift
+    "$@" &
+    tpid=$!
+    tt=0
+    while kill -0 "$tpid" 2>/dev/null; do
+        if [ $tt -ge $((secs * 5)) ]; then
+            kill -9 "$tpid" 2>/dev/null
+            wait "$tpid" 2>/dev/null
+            echo "timed out after ${secs}s" >&2
+            return 124
+        fi
+        sleep 0.2
+        tt=$((tt + 1))
+    done
+    wait "$tpid"
+}
+
 # Reports a boot event to the master: one short try, never blocking the boot for long.
 report_stage() {
     [ -n "$CM_MASTER" ] && [ -n "$MAC" ] || return 0
     detail=$(printf '%s' "$2" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-400)
-    wget -q -O /dev/null -T 3 --header 'Content-Type: application/json' \
+    timed 3 wget -q -O /dev/null --header 'Content-Type: application/json' \
         --post-data "{\"mac\":\"$MAC\",\"stage\":\"$1\",\"detail\":\"$detail\"}" \
         "$CM_MASTER/api/v1/nodes/stage" >/dev/null 2>&1 || true
 }
@@ -128,7 +149,7 @@ apply_overlay() {
     n=1
     delay=1
     while [ $n -le 5 ]; do
-        if wget -q -T 10 -O "$RW.tar" "$url" 2>"$RW.err" &&
+        if timed 20 wget -q -O "$RW.tar" "$url" 2>"$RW.err" &&
             tar -x -f "$RW.tar" -C "$1" 2>"$RW.err"; then
             count=$(tar -t -f "$RW.tar" | wc -l)
             rm -f "$RW.tar"
@@ -442,7 +463,7 @@ else
         while [ -z "$reported" ] && [ $attempt -le 5 ]; do
             up=$(cut -d. -f1 /proc/uptime)
             body="{\"mac\":\"$MAC\",\"ip\":\"$CM_IP\",\"kernel\":\"$KVER\",\"uptime_secs\":$up,\"hostname\":\"$(hostname)\"}"
-            if wget -q -O /run/cm-online-reply -T 5 \
+            if timed 5 wget -q -O /run/cm-online-reply \
                 --header 'Content-Type: application/json' \
                 --post-data "$body" "$CM_MASTER/api/v1/nodes/online"; then
                 reported="wget fallback"
