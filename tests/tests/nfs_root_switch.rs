@@ -253,7 +253,7 @@ fn init_switches_into_a_busybox_image_over_an_overlay_with_the_node_overlay_and_
         let v = master.cli_json(&["node", "show", "n7"]).ok()?;
         (v["stage"] == "online").then_some(v)
     })
-    .with_context(|| text())?;
+    .with_context(text)?;
     let events: Vec<String> = show["events"]
         .as_array()
         .unwrap()
