@@ -197,11 +197,23 @@ async fn post_metrics(State(api): Api, Json(report): Json<MetricsReport>) -> Res
         at_ms: now_ms(),
         figures: report.figures,
     };
-    if let Err(e) = api.metrics.record(mac, sample) {
-        tracing::error!(%mac, "cannot store metrics: {e:#}");
-        return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
-    }
-    let generation = export_generation(&api.state_dir());
+    // Off the async workers: usually one small append, but now and then a compaction
+    // (rewrite + fsync of the node's file).
+    let store = api.metrics.clone();
+    let state_dir = api.state_dir();
+    let stored = tokio::task::spawn_blocking(move || {
+        store.record(mac, sample)?;
+        Ok::<_, anyhow::Error>(export_generation(&state_dir))
+    })
+    .await;
+    let generation = match stored {
+        Ok(Ok(g)) => g,
+        Ok(Err(e)) => {
+            tracing::error!(%mac, "cannot store metrics: {e:#}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
     Json(serde_json::json!({"ok": true, "export_generation": generation})).into_response()
 }
 
