@@ -7,6 +7,9 @@
 //! | `POST /api/v1/nodes/metrics` | the agent's figures; the reply carries `export_generation` |
 //! | `GET /api/v1/nodes/{node}/metrics?since=MS` | a node's stored samples (name or MAC) |
 //!
+//! A member's overlay (it holds the node's SSH host keys) is served only to the node's own
+//! address (reserved, or last seen by DHCP); anybody else gets 403.
+//!
 //! Strangers: a MAC that is neither a member nor ever booted from this master (DHCP, boot
 //! files, discovered) gets 404 with the reason, and nothing is recorded for it, so a hostile
 //! client cannot grow the master's state. A discovered node that boots the default image gets
@@ -118,10 +121,33 @@ async fn overlay_tar(
             ),
         );
     }
-    let seen_ip = tracker.ip_of(&mac).or(match peer.ip() {
+    let peer_ip = match peer.ip() {
         std::net::IpAddr::V4(ip) => Some(ip),
         std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped(),
-    });
+    };
+    // A member's overlay holds its SSH host private keys, and MACs are no secret: it goes only
+    // to the address the node has (reserved, or last seen by DHCP), i.e. to the node itself.
+    // (On a flat boot network addresses can be spoofed too; that network must be trusted,
+    // as PXE itself requires.)
+    if let Some(r) = netboot::NodeDirectory::reservation(tracker.as_ref(), &mac) {
+        let allowed = [r.ip, tracker.ip_of(&mac)];
+        if peer_ip.is_none() || !allowed.contains(&peer_ip) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the overlay of node {} is only served to the node itself ({})",
+                    r.name,
+                    allowed
+                        .iter()
+                        .flatten()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            );
+        }
+    }
+    let seen_ip = tracker.ip_of(&mac).or(peer_ip);
     let api2 = api.clone();
     let rendered = tokio::task::spawn_blocking(move || {
         let _one = api2.render_lock.lock().unwrap_or_else(|e| e.into_inner());

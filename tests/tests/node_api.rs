@@ -160,6 +160,12 @@ fn overlay_events_and_metrics_reach_the_master_and_survive_a_kill() -> Result<()
         let hostname = std::fs::read_to_string(unpack.join("etc/hostname")).ok()?;
         (hostname == "n1\n").then_some(())
     })?;
+    // Its keys are the node's: another address (the master's namespace here) gets 403.
+    let (code, body) = curl(
+        &server,
+        &[&format!("{MASTER}/api/v1/nodes/{mac}/overlay.tar")],
+    )?;
+    assert_eq!(code, 403, "{}", String::from_utf8_lossy(&body));
     let key = unpack.join("etc/ssh/ssh_host_ed25519_key");
     let meta = std::fs::metadata(&key)?;
     assert_eq!(
