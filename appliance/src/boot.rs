@@ -73,6 +73,12 @@ impl BootFiles {
             master: c.http_base(),
             cmdline: c.boot.cmdline.clone(),
             member,
+            // The address that follows the active master (the virtual IP under HA), so a
+            // node's root survives a failover.
+            nfs_server: c
+                .boot
+                .nfs_root
+                .then(|| crate::cli_overlay::master_address(c).to_string()),
         };
         Ok(self.template.render(&ctx)?)
     }
@@ -160,6 +166,14 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("cm.node=52-54-00-00-00-01"), "{s}");
+        assert!(!s.contains("cm.root="), "{s}");
+        let mut nfs = config.clone();
+        nfs.boot.nfs_root = true;
+        let s = BootFiles::new(nfs, tracker.clone())
+            .unwrap()
+            .script(mac)
+            .unwrap();
+        assert!(s.contains("cm.root=nfs:10.9.0.1:/images/default"), "{s}");
         config.boot.transfer = Transfer::Tftp;
         config.boot.boot_unknown = false;
         let files = BootFiles::new(config, tracker).unwrap();

@@ -9,6 +9,7 @@ use netboot::{BootStage, MacAddr};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::metrics::{load_latest, read_series, Sample, ONLINE_WITHIN_MS};
 use crate::registry::{load_discovered, Node, Registry};
 use crate::tracker::{load_status, now_ms};
 use netboot::dhcp::DhcpMode;
@@ -38,7 +39,26 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Nodes with their address, image and boot stages.
+    /// One node: registry entry, boot stages and events, agent state and recent metrics.
+    Show {
+        /// Node name (or MAC).
+        name: String,
+        /// How many of the newest samples to show.
+        #[arg(long, default_value_t = 10)]
+        samples: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows the overlay a node gets at boot (rendered templates, SSH host keys); NODE is a
+    /// name or a MAC. `--out DIR` writes the files there.
+    Render {
+        node: String,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes with their address, image, boot stages and latest agent figures.
     List {
         #[arg(long)]
         json: bool,
@@ -122,6 +142,14 @@ pub fn run(config: &Config, cmd: NodeCommand) -> Result<()> {
             Ok(())
         }
         NodeCommand::List { json } => list(state_dir, json),
+        NodeCommand::Show {
+            name,
+            samples,
+            json,
+        } => show(state_dir, &name, samples, json),
+        NodeCommand::Render { node, out, json } => {
+            crate::cli_overlay::render_cmd(config, &node, json, out.as_deref())
+        }
         NodeCommand::Remove { name, json } => {
             let mut removed = None;
             Registry::update(state_dir, |r| {
@@ -218,9 +246,155 @@ fn discovered(state_dir: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The agent's state from its newest sample: online when it reported recently.
+fn agent_json(latest: Option<&Sample>, now: u64) -> serde_json::Value {
+    match latest {
+        None => json!({"online": false, "last_seen_ms": null, "latest": null}),
+        Some(s) => json!({
+            "online": now.saturating_sub(s.at_ms) <= ONLINE_WITHIN_MS,
+            "last_seen_ms": s.at_ms,
+            "seen_secs_ago": now.saturating_sub(s.at_ms) / 1000,
+            "latest": s,
+        }),
+    }
+}
+
+/// `online 3s` / `offline 5m` / `-`, then CPU %, used memory % and the 1-minute load.
+fn agent_text(latest: Option<&Sample>, now: u64) -> (String, String) {
+    let Some(s) = latest else {
+        return ("-".into(), "-".into());
+    };
+    let ago = now.saturating_sub(s.at_ms) / 1000;
+    let ago = if ago < 120 {
+        format!("{ago}s")
+    } else if ago < 7200 {
+        format!("{}m", ago / 60)
+    } else {
+        format!("{}h", ago / 3600)
+    };
+    let state = if now.saturating_sub(s.at_ms) <= ONLINE_WITHIN_MS {
+        "online"
+    } else {
+        "offline"
+    };
+    let f = &s.figures;
+    let mem = if f.mem.total_kb > 0 {
+        f.mem.used_kb as f64 * 100.0 / f.mem.total_kb as f64
+    } else {
+        0.0
+    };
+    (
+        format!("{state} {ago}"),
+        format!(
+            "cpu {:.0}% mem {:.0}% load {:.2}",
+            f.cpu.percent, mem, f.load[0]
+        ),
+    )
+}
+
+fn show(state_dir: &Path, name: &str, count: usize, json: bool) -> Result<()> {
+    let registry = Registry::load(state_dir)?;
+    let node = match registry.by_name(name) {
+        Some(n) => n.clone(),
+        None => match name
+            .parse::<MacAddr>()
+            .ok()
+            .and_then(|m| registry.by_mac(&m))
+        {
+            Some(n) => n.clone(),
+            None => bail!("no node named `{name}` (see `clustermaker node list`)"),
+        },
+    };
+    let status = load_status(state_dir)?
+        .remove(&node.mac)
+        .unwrap_or_default();
+    let series = read_series(state_dir, &node.mac)?;
+    let recent = &series[series.len().saturating_sub(count)..];
+    let now = now_ms();
+    if json {
+        let v = json!({
+            "name": node.name, "mac": node.mac, "reserved_ip": node.ip, "image": node.image,
+            "ip": status.ip, "stage": status.last_stage(), "stages": status.stages,
+            "online": status.online, "events": status.events,
+            "agent": agent_json(series.last(), now), "samples": recent,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("node {} (MAC {})", node.name, node.mac);
+    let ip = status
+        .ip
+        .or(node.ip)
+        .map(|i| i.to_string())
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "  address {ip}, image {}",
+        node.image.as_deref().unwrap_or("(default)")
+    );
+    let stages: Vec<String> = BootStage::ALL
+        .iter()
+        .filter_map(|st| {
+            Some(format!(
+                "{st} {:.1}s",
+                status.elapsed_ms(*st)? as f64 / 1000.0
+            ))
+        })
+        .collect();
+    println!(
+        "  boot stages: {}",
+        if stages.is_empty() {
+            "-".into()
+        } else {
+            stages.join(", ")
+        }
+    );
+    for e in &status.events {
+        println!(
+            "  event {:>6.1}s ago  {}  {}",
+            now.saturating_sub(e.at_ms) as f64 / 1000.0,
+            e.event,
+            e.detail
+        );
+    }
+    let (state, figures) = agent_text(series.last(), now);
+    println!("  agent: {state}  {figures}");
+    if !recent.is_empty() {
+        println!(
+            "  {:>8}  {:>6}  {:>12}  {:>17}  NETWORK (rx/tx bytes/s)",
+            "AGO", "CPU", "MEM USED", "LOAD 1/5/15"
+        );
+        for s in recent.iter().rev() {
+            let f = &s.figures;
+            let net: Vec<String> = f
+                .net
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{} {:.0}/{:.0}",
+                        n.iface, n.rx_bytes_per_sec, n.tx_bytes_per_sec
+                    )
+                })
+                .collect();
+            println!(
+                "  {:>7}s  {:>5.1}%  {:>9} MB  {:>5.2} {:>5.2} {:>5.2}  {}",
+                now.saturating_sub(s.at_ms) / 1000,
+                f.cpu.percent,
+                f.mem.used_kb / 1024,
+                f.load[0],
+                f.load[1],
+                f.load[2],
+                net.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn list(state_dir: &Path, json: bool) -> Result<()> {
     let registry = Registry::load(state_dir)?;
     let status = load_status(state_dir)?;
+    let latest = load_latest(state_dir)?;
+    let now = now_ms();
     if json {
         let nodes: Vec<_> = registry
             .nodes
@@ -240,7 +414,8 @@ fn list(state_dir: &Path, json: bool) -> Result<()> {
                 json!({
                     "name": n.name, "mac": n.mac, "reserved_ip": n.ip, "image": n.image,
                     "efi_loader": n.efi_loader, "ip": s.ip, "stage": s.last_stage(),
-                    "stages": stages, "online": s.online,
+                    "stages": stages, "online": s.online, "events": s.events,
+                    "agent": agent_json(latest.get(&n.mac), now),
                 })
             })
             .collect();
@@ -252,8 +427,8 @@ fn list(state_dir: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<17}  {:<15}  {:<10}  {:<14}  BOOT STAGES (s since offer)",
-        "NAME", "MAC", "ADDRESS", "IMAGE", "STAGE"
+        "{:<16}  {:<17}  {:<15}  {:<10}  {:<14}  {:<12}  {:<30}  BOOT STAGES (s since offer)",
+        "NAME", "MAC", "ADDRESS", "IMAGE", "STAGE", "AGENT", "LATEST"
     );
     for n in &registry.nodes {
         let s = status.get(&n.mac).cloned().unwrap_or_default();
@@ -265,8 +440,9 @@ fn list(state_dir: &Path, json: bool) -> Result<()> {
             .iter()
             .filter_map(|st| Some(format!("{st} {:.1}", s.elapsed_ms(*st)? as f64 / 1000.0)))
             .collect();
+        let (agent, figures) = agent_text(latest.get(&n.mac), now);
         println!(
-            "{:<16}  {:<17}  {:<15}  {:<10}  {:<14}  {}",
+            "{:<16}  {:<17}  {:<15}  {:<10}  {:<14}  {:<12}  {:<30}  {}",
             n.name,
             n.mac.to_string(),
             ip,
@@ -274,6 +450,8 @@ fn list(state_dir: &Path, json: bool) -> Result<()> {
             s.last_stage()
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
+            agent,
+            figures,
             stages.join(", ")
         );
     }

@@ -28,6 +28,10 @@ pub struct Config {
     pub ha: runtime::config::HaConfig,
     /// The embedded NFS server exporting the images as node roots.
     pub nfs: crate::nfs_config::NfsConfig,
+    /// The directory of the configuration file: node overlay templates of the administrator
+    /// are in its `overlay/` subdirectory.
+    #[serde(skip)]
+    pub config_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -41,6 +45,7 @@ impl Default for Config {
             tftp: TftpConfig::default(),
             ha: runtime::config::HaConfig::default(),
             nfs: crate::nfs_config::NfsConfig::default(),
+            config_dir: PathBuf::from("/etc/clustermaker"),
         }
     }
 }
@@ -114,6 +119,9 @@ pub struct BootConfig {
     /// Whether PXE clients that are not registered nodes boot the default image (`true`) or are
     /// only recorded as discovered and sent on to their next boot device (`false`).
     pub boot_unknown: bool,
+    /// Nodes mount their image's root over NFS from this master (`cm.root=` on the kernel
+    /// command line); off: they stay in their initramfs.
+    pub nfs_root: bool,
 }
 
 impl Default for BootConfig {
@@ -128,6 +136,7 @@ impl Default for BootConfig {
             script_template: None,
             ipv6_ra: true,
             boot_unknown: true,
+            nfs_root: false,
         }
     }
 }
@@ -197,6 +206,7 @@ impl Config {
                 }
             }
         })?;
+        config.config_dir = base.to_path_buf();
         config.resolve_paths(base);
         config
             .validate()

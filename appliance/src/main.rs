@@ -4,9 +4,13 @@ mod agent;
 mod boot;
 mod cli_ha;
 mod cli_node;
+mod cli_overlay;
 mod config;
 mod http;
 mod nfs_config;
+mod metrics;
+mod node_api;
+mod procfs;
 mod registry;
 mod serve;
 mod statefile;
@@ -79,6 +83,14 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum AgentCommand {
+    /// Runs the node agent: reports online, then CPU, memory, load and network figures every
+    /// interval, and drops the node's dentry caches when the master says the image changed.
+    /// Here `--config` names the agent's file (default /etc/clustermaker/agent.toml).
+    Run {
+        /// Seconds between reports (overrides interval_secs of the agent file).
+        #[arg(long)]
+        interval: Option<u64>,
+    },
     /// Reports this node online to the master (MAC, address, kernel, seconds since power-on).
     Online {
         /// The master's HTTP base URL, e.g. http://10.0.0.1:8080 (the boot script passes it as
@@ -122,6 +134,16 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Agent(AgentCommand::Run { interval }) => {
+            let path = cli
+                .config
+                .unwrap_or_else(|| PathBuf::from(agent::DEFAULT_AGENT_CONFIG));
+            let mut config = agent::AgentConfig::load(&path)?;
+            if let Some(i) = interval {
+                config.interval_secs = i.max(1);
+            }
+            match agent::run(&config)? {}
+        }
         Command::Agent(AgentCommand::Online {
             master,
             interface,

@@ -120,7 +120,24 @@ async fn start_boot_services(
     });
 
     let http_addr = SocketAddr::from((config.network.address, config.http.port));
-    let router = crate::http::router(files.clone());
+    // A template that does not render is refused now, not when the first node boots.
+    crate::cli_overlay::templates(&config)?
+        .check()
+        .context("node overlay templates")?;
+    let metrics = Arc::new(crate::metrics::MetricsStore::open(
+        &config.state_dir,
+        crate::metrics::DEFAULT_CAPACITY,
+    )?);
+    tasks.spawn({
+        let metrics = metrics.clone();
+        async move {
+            crate::node_api::run_persist(metrics, Duration::from_secs(2)).await;
+            Ok(())
+        }
+    });
+    let router = crate::http::router(files.clone()).merge(crate::node_api::routes(
+        crate::node_api::NodeApi::new(files.clone(), metrics),
+    ));
     tasks.spawn(async move { crate::http::serve(http_addr, router).await });
 
     let dhcp = netboot::dhcp::DhcpServer::new(

@@ -21,14 +21,19 @@ pub fn read_json<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
 
 /// Replaces `path` atomically and durably with `value` as JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Replaces `path` atomically and durably with `bytes`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = tmp_path(path);
-    let mut bytes = serde_json::to_vec_pretty(value)?;
-    bytes.push(b'\n');
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()

@@ -38,7 +38,23 @@ pub struct NodeStatus {
     /// Unix milliseconds at which each stage of the current boot was reached.
     pub stages: BTreeMap<BootStage, u64>,
     pub online: Option<OnlineReport>,
+    /// What the node's initramfs reported during this boot (NFS mount attempts, overlay,
+    /// switch to the image's init), oldest first, at most [`MAX_EVENTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<BootEvent>,
 }
+
+/// One report from a node's initramfs (`POST /api/v1/nodes/stage`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootEvent {
+    pub at_ms: u64,
+    /// e.g. `nfs-mount-failed`, `nfs-mounted`, `overlay-applied`, `switch-root`, `rescue-shell`.
+    pub event: String,
+    #[serde(default)]
+    pub detail: String,
+}
+
+pub const MAX_EVENTS: usize = 32;
 
 impl NodeStatus {
     /// The furthest stage reached in the current boot.
@@ -212,6 +228,56 @@ impl Tracker {
         );
     }
 
+    /// Whether `mac` is a member, or a client that booted from this master (has a status or
+    /// was discovered). Only such nodes may post events and metrics: anything else is a
+    /// stranger, and recording it would let anyone grow the master's state.
+    pub fn knows(&self, mac: &MacAddr) -> bool {
+        self.members.read().unwrap().by_mac.contains_key(mac)
+            || self.status.lock().unwrap().contains_key(mac)
+            || self.discovered.lock().unwrap().contains_key(mac)
+    }
+
+    /// The MAC of the member called `name`.
+    pub fn mac_of_name(&self, name: &str) -> Option<MacAddr> {
+        let m = self.members.read().unwrap();
+        m.by_mac
+            .iter()
+            .find(|(_, r)| r.name == name)
+            .map(|(mac, _)| *mac)
+    }
+
+    /// The address this master last saw `mac` at.
+    pub fn ip_of(&self, mac: &MacAddr) -> Option<Ipv4Addr> {
+        self.status.lock().unwrap().get(mac)?.ip
+    }
+
+    /// Records a boot event reported by a node's initramfs. Returns false (and records
+    /// nothing) for a MAC this master does not know.
+    pub fn event(&self, mac: MacAddr, event: &str, detail: &str) -> bool {
+        if !self.knows(&mac) {
+            return false;
+        }
+        {
+            let mut status = self.status.lock().unwrap();
+            let s = status.entry(mac).or_default();
+            if s.events.len() >= MAX_EVENTS {
+                s.events.remove(0);
+            }
+            s.events.push(BootEvent {
+                at_ms: now_ms(),
+                event: event.to_string(),
+                detail: detail.to_string(),
+            });
+        }
+        self.dirty.store(true, Ordering::Relaxed);
+        if event.ends_with("failed") || event == "rescue-shell" {
+            tracing::warn!(node = %self.name_of(&mac), %mac, event, detail, "boot event");
+        } else {
+            tracing::info!(node = %self.name_of(&mac), %mac, event, detail, "boot event");
+        }
+        true
+    }
+
     /// Writes status and discoveries if they changed. Called by [`Tracker::run_persist`].
     pub fn persist(&self) -> anyhow::Result<()> {
         if !self.dirty.swap(false, Ordering::Relaxed) {
@@ -281,6 +347,7 @@ impl BootObserver for Tracker {
             if starts_new_boot(s.last_stage(), stage) {
                 s.stages.clear();
                 s.online = None;
+                s.events.clear();
             }
             if client.ip.is_some() {
                 s.ip = client.ip;
@@ -409,6 +476,34 @@ mod tests {
         t.stage(c, BootStage::ScriptSent); // ...until the script is fetched again
         assert_eq!(t.status()[&mac].last_stage(), Some(BootStage::ScriptSent));
         assert_eq!(t.status()[&mac].stages.len(), 1);
+    }
+
+    #[test]
+    fn events_are_bounded_kept_per_boot_and_refused_for_strangers() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tracker::open(dir.path()).unwrap();
+        let mac: MacAddr = "52:54:00:00:00:0c".parse().unwrap();
+        assert!(!t.event(mac, "nfs-mount-failed", "x"));
+        assert!(t.status().is_empty());
+        let c = ClientRef {
+            mac: Some(mac),
+            ip: Some("10.0.0.52".parse().unwrap()),
+        };
+        t.stage(c, BootStage::Offered);
+        for i in 0..40 {
+            assert!(t.event(mac, "nfs-mount-failed", &format!("attempt {i}")));
+        }
+        let s = &t.status()[&mac];
+        assert_eq!(s.events.len(), MAX_EVENTS);
+        assert_eq!(s.events.last().unwrap().detail, "attempt 39");
+        t.persist().unwrap();
+        assert_eq!(
+            load_status(dir.path()).unwrap()[&mac].events.len(),
+            MAX_EVENTS
+        );
+        t.stage(c, BootStage::ScriptSent);
+        t.stage(c, BootStage::Offered); // a new boot
+        assert!(t.status()[&mac].events.is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 pub const DEFAULT_TEMPLATE: &str = r#"#!ipxe
 # clustermaker boot script for {{ name }} ({{ mac }}), image {{ image }}
 echo clustermaker: booting {{ name }} ({{ mac }}) image {{ image }} over {{ transfer }}
-kernel {{ base }}/images/{{ image }}/vmlinuz initrd=initramfs.img {{ cmdline }} cm.master={{ master }} cm.node={{ name }} cm.mac={{ mac }} || goto failed
+kernel {{ base }}/images/{{ image }}/vmlinuz initrd=initramfs.img {{ cmdline }} cm.master={{ master }} cm.node={{ name }} cm.mac={{ mac }}{% if nfs_server %} cm.root=nfs:{{ nfs_server }}:/images/{{ image }}{% endif %} || goto failed
 initrd --name initramfs.img {{ base }}/images/{{ image }}/initramfs.img || goto failed
 boot || goto failed
 :failed
@@ -38,6 +38,9 @@ pub struct ScriptContext {
     pub cmdline: String,
     /// True when the node is a registered member (false: discovered).
     pub member: bool,
+    /// The NFS server nodes mount their image root from (`cm.root=nfs:SERVER:/images/IMAGE`
+    /// for the node's initramfs); none: nodes stay in the initramfs.
+    pub nfs_server: Option<String>,
 }
 
 /// A compiled script template.
@@ -68,6 +71,7 @@ impl ScriptTemplate {
             master: "http://0.0.0.0".into(),
             cmdline: String::new(),
             member: true,
+            nfs_server: Some("0.0.0.0".into()),
         })?;
         Ok(t)
     }
@@ -96,6 +100,7 @@ mod tests {
             master: "http://10.0.0.1:8080".into(),
             cmdline: "console=ttyS0".into(),
             member: true,
+            nfs_server: None,
         }
     }
 
@@ -108,6 +113,18 @@ mod tests {
             "initrd --name initramfs.img http://10.0.0.1:8080/images/default/initramfs.img"
         ));
         assert!(s.trim_end().ends_with("exit 1"));
+        assert!(!s.contains("cm.root"));
+        let nfs = ScriptContext {
+            nfs_server: Some("10.0.0.100".into()),
+            ..ctx()
+        };
+        let s = ScriptTemplate::builtin().render(&nfs).unwrap();
+        assert!(
+            s.contains(
+                " cm.mac=52:54:00:00:00:01 cm.root=nfs:10.0.0.100:/images/default || goto failed"
+            ),
+            "{s}"
+        );
     }
 
     #[test]
