@@ -84,7 +84,6 @@ impl BootFiles {
     }
 }
 
-/// The MAC named by a script path `boot/<mac>.ipxe` (either separator).
 /// The directory holding an image's `vmlinuz` and `initramfs.img`: the current version of an
 /// image in the store (`NAME/current`, switched atomically when a new version is published, so
 /// a node booting during a publication gets the old or the new pair, never a mix), or the image
@@ -99,6 +98,7 @@ pub fn image_boot_dir(images_dir: &std::path::Path, image: &str) -> std::path::P
     }
 }
 
+/// The MAC named by a script path `boot/<mac>.ipxe` (either separator).
 pub fn script_mac(path: &str) -> Option<MacAddr> {
     let name = path
         .trim_start_matches('/')
