@@ -50,7 +50,13 @@ pub struct ExportSpec {
 
 impl ExportSpec {
     pub fn new(name: &str, path: &[u8], source: ExportSource) -> ExportSpec {
-        ExportSpec { name: name.to_string(), path: path.to_vec(), source, exclude: Vec::new(), index_file: None }
+        ExportSpec {
+            name: name.to_string(),
+            path: path.to_vec(),
+            source,
+            exclude: Vec::new(),
+            index_file: None,
+        }
     }
 }
 
@@ -65,7 +71,11 @@ pub struct ExportsConfig {
 
 impl Default for ExportsConfig {
     fn default() -> Self {
-        ExportsConfig { keep_versions: 2, rescan_interval: Duration::from_secs(2), fd_cache: 1024 }
+        ExportsConfig {
+            keep_versions: 2,
+            rescan_interval: Duration::from_secs(2),
+            fd_cache: 1024,
+        }
     }
 }
 
@@ -76,7 +86,12 @@ pub enum ExportError {
     #[error("nfs export {0:?} is not configured")]
     Unknown(String),
     #[error("nfs export {name}: {what} {path}: {source}")]
-    Source { name: String, what: &'static str, path: String, source: io::Error },
+    Source {
+        name: String,
+        what: &'static str,
+        path: String,
+        source: io::Error,
+    },
     #[error("nfs export {name}: {source}")]
     Index { name: String, source: IndexError },
 }
@@ -168,7 +183,11 @@ fn lossy(b: &[u8]) -> String {
 impl Exports {
     /// Validate the specs; no index is built yet (requests answer JUKEBOX until
     /// [`Exports::rescan`] or the [`Rescanner`] has built one).
-    pub fn new(key: HandleKey, specs: Vec<ExportSpec>, cfg: ExportsConfig) -> Result<Exports, ExportError> {
+    pub fn new(
+        key: HandleKey,
+        specs: Vec<ExportSpec>,
+        cfg: ExportsConfig,
+    ) -> Result<Exports, ExportError> {
         let mut by_id = HashMap::new();
         let mut paths = std::collections::HashSet::new();
         let mut exports = Vec::new();
@@ -177,15 +196,26 @@ impl Exports {
                 return Err(ExportError::Config("export with an empty name".into()));
             }
             if !spec.path.starts_with(b"/") || spec.path.len() > 1024 || spec.path.contains(&0) {
-                return Err(ExportError::Config(format!("export {}: mount path {:?} must be absolute", spec.name, lossy(&spec.path))));
+                return Err(ExportError::Config(format!(
+                    "export {}: mount path {:?} must be absolute",
+                    spec.name,
+                    lossy(&spec.path)
+                )));
             }
             let path = trim_path(&spec.path).to_vec();
             if !paths.insert(path) {
-                return Err(ExportError::Config(format!("export {}: mount path {:?} used twice", spec.name, lossy(&spec.path))));
+                return Err(ExportError::Config(format!(
+                    "export {}: mount path {:?} used twice",
+                    spec.name,
+                    lossy(&spec.path)
+                )));
             }
             let id = handle::export_id(&key, &spec.name);
             if by_id.insert(id, exports.len()).is_some() {
-                return Err(ExportError::Config(format!("export {}: name used twice or export id collision", spec.name)));
+                return Err(ExportError::Config(format!(
+                    "export {}: name used twice or export id collision",
+                    spec.name
+                )));
             }
             exports.push(Export {
                 spec,
@@ -201,7 +231,14 @@ impl Exports {
             Ok((soft, _)) => fd_cap = fd_cap.min((soft / 2).max(16) as usize),
             Err(e) => tracing::warn!(error = %e, "nfs: cannot raise RLIMIT_NOFILE"),
         }
-        Ok(Exports { key, fds: FdCache::new(fd_cap), cfg, exports, by_id, serial: AtomicU64::new(1) })
+        Ok(Exports {
+            key,
+            fds: FdCache::new(fd_cap),
+            cfg,
+            exports,
+            by_id,
+            serial: AtomicU64::new(1),
+        })
     }
 
     pub fn key_fingerprint(&self) -> String {
@@ -213,13 +250,18 @@ impl Exports {
     }
 
     fn export(&self, name: &str) -> Result<&Export, ExportError> {
-        self.exports.iter().find(|e| e.spec.name == name).ok_or_else(|| ExportError::Unknown(name.to_string()))
+        self.exports
+            .iter()
+            .find(|e| e.spec.name == name)
+            .ok_or_else(|| ExportError::Unknown(name.to_string()))
     }
 
     /// Counter that moves whenever the content served by `name` changes (nodes drop caches on
     /// a change). 0 = not ready yet.
     pub fn generation(&self, name: &str) -> Option<u64> {
-        self.export(name).ok().map(|e| e.generation.load(Ordering::Acquire))
+        self.export(name)
+            .ok()
+            .map(|e| e.generation.load(Ordering::Acquire))
     }
 
     pub fn stats(&self, name: &str) -> Option<ExportStats> {
@@ -236,7 +278,12 @@ impl Exports {
     }
 
     fn root_of(&self, e: &Export) -> FileHandle {
-        handle::encode(Kind::Directory, e.id, handle::object_id(&self.key, e.id, b""), 0)
+        handle::encode(
+            Kind::Directory,
+            e.id,
+            handle::object_id(&self.key, e.id, b""),
+            0,
+        )
     }
 
     /// Rescan every export once (logging failures); used by the background thread.
@@ -277,9 +324,16 @@ impl Exports {
             cache: cache.as_ref(),
             now_ns: index::now_ns(),
         };
-        let (new_index, tree, report) = index::build_from_disk(&self.key, e.id, &root, root_fd.as_fd(), &opts)
-            .map_err(|source| ExportError::Index { name: name.to_string(), source })?;
-        let content_changed = previous.as_ref().is_none_or(|p| p.index.digest() != new_index.digest());
+        let (new_index, tree, report) =
+            index::build_from_disk(&self.key, e.id, &root, root_fd.as_fd(), &opts).map_err(
+                |source| ExportError::Index {
+                    name: name.to_string(),
+                    source,
+                },
+            )?;
+        let content_changed = previous
+            .as_ref()
+            .is_none_or(|p| p.index.digest() != new_index.digest());
         if same_root && !content_changed {
             let mut st = lock(&e.stats);
             st.last_rescan = Some(SystemTime::now());
@@ -310,9 +364,16 @@ impl Exports {
             retained.push(s.current.clone());
             retained.extend(s.retained.iter().cloned());
         }
-        let dropped: Vec<Arc<Version>> = if retained.len() > keep { retained.split_off(keep) } else { Vec::new() };
+        let dropped: Vec<Arc<Version>> = if retained.len() > keep {
+            retained.split_off(keep)
+        } else {
+            Vec::new()
+        };
         let n_retained = retained.len();
-        let new_state = Arc::new(State { current: version.clone(), retained });
+        let new_state = Arc::new(State {
+            current: version.clone(),
+            retained,
+        });
         *e.state.write().unwrap_or_else(|p| p.into_inner()) = Some(new_state);
         for v in &dropped {
             self.fds.forget_version(v.serial);
@@ -339,7 +400,11 @@ impl Exports {
             last_rescan_took: started.elapsed(),
             last_error: None,
         };
-        Ok(if previous.is_none() { RescanOutcome::Ready } else { RescanOutcome::Switched })
+        Ok(if previous.is_none() {
+            RescanOutcome::Ready
+        } else {
+            RescanOutcome::Switched
+        })
     }
 
     /// Start the background rescanner: builds every export's first index, then rescans every
@@ -349,27 +414,39 @@ impl Exports {
         let s2 = stop.clone();
         let me = self.clone();
         let interval = self.cfg.rescan_interval;
-        let thread = std::thread::Builder::new().name("nfs-rescan".into()).spawn(move || loop {
-            me.rescan_all();
-            let (m, cv) = &*s2;
-            let guard = lock(m);
-            let (guard, _) = cv.wait_timeout_while(guard, interval, |stopped| !*stopped).unwrap_or_else(|p| p.into_inner());
-            if *guard {
-                return;
-            }
-        })?;
-        Ok(Rescanner { stop, thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("nfs-rescan".into())
+            .spawn(move || loop {
+                me.rescan_all();
+                let (m, cv) = &*s2;
+                let guard = lock(m);
+                let (guard, _) = cv
+                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                    .unwrap_or_else(|p| p.into_inner());
+                if *guard {
+                    return;
+                }
+            })?;
+        Ok(Rescanner {
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Resolve a handle (design §2.2): current version with the same generation, then retained
     /// versions newest first, then the current node at that path if the kind matches, else STALE.
     fn resolve(&self, fh: &FileHandle) -> Result<(Arc<Version>, NodeId), NfsError> {
         let d = handle::decode(fh)?;
-        let e = self.by_id.get(&d.export).map(|&i| &self.exports[i]).ok_or(NfsError::Stale)?;
+        let e = self
+            .by_id
+            .get(&d.export)
+            .map(|&i| &self.exports[i])
+            .ok_or(NfsError::Stale)?;
         let state = read_state(e).ok_or(NfsError::Jukebox)?;
         let exact = |v: &Arc<Version>| {
             let n = v.index.find(&d.object)?;
-            (v.index.kind(n) == d.kind && v.index.generation(n) == d.generation).then(|| (v.clone(), n))
+            (v.index.kind(n) == d.kind && v.index.generation(n) == d.generation)
+                .then(|| (v.clone(), n))
         };
         if let Some(hit) = exact(&state.current) {
             return Ok(hit);
@@ -386,7 +463,12 @@ impl Exports {
 
     fn entry(&self, v: &Version, n: NodeId, name: Vec<u8>, cookie: u64) -> DirEntry {
         let handle = v.index.handle(n);
-        DirEntry { cookie, name, handle, attr: v.index.attributes(&self.key, n, &handle) }
+        DirEntry {
+            cookie,
+            name,
+            handle,
+            attr: v.index.attributes(&self.key, n, &handle),
+        }
     }
 }
 
@@ -411,13 +493,22 @@ fn resolve_source(spec: &ExportSpec) -> Result<(PathBuf, String, Option<PathBuf>
         source,
     };
     match &spec.source {
-        ExportSource::Directory(dir) => Ok((dir.clone(), "dir".to_string(), spec.index_file.clone())),
+        ExportSource::Directory(dir) => {
+            Ok((dir.clone(), "dir".to_string(), spec.index_file.clone()))
+        }
         ExportSource::Current(link) => {
             let target = fs::read_link(link).map_err(|s| err("reading link", link, s))?;
             let base = link.parent().unwrap_or(Path::new("/"));
-            let vdir = fs::canonicalize(base.join(&target)).map_err(|s| err("resolving", link, s))?;
-            let label = vdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let cache = spec.index_file.clone().unwrap_or_else(|| vdir.join("nfs-index"));
+            let vdir =
+                fs::canonicalize(base.join(&target)).map_err(|s| err("resolving", link, s))?;
+            let label = vdir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let cache = spec
+                .index_file
+                .clone()
+                .unwrap_or_else(|| vdir.join("nfs-index"));
             Ok((vdir.join("root"), label, Some(cache)))
         }
     }
@@ -486,7 +577,10 @@ impl Filesystem for Exports {
         let n = match name {
             b"." => d,
             b".." => v.index.parent(d),
-            _ => v.index.lookup_child(&self.key, d, name).ok_or(NfsError::NoEnt)?,
+            _ => v
+                .index
+                .lookup_child(&self.key, d, name)
+                .ok_or(NfsError::NoEnt)?,
         };
         let h = v.index.handle(n);
         Ok((h, v.index.attributes(&self.key, n, &h)))
@@ -497,7 +591,12 @@ impl Filesystem for Exports {
         v.index.target(n).map(|t| t.to_vec()).ok_or(NfsError::Inval)
     }
 
-    fn readdir(&self, dir: &FileHandle, after: u64, max_entries: usize) -> Result<(Vec<DirEntry>, bool), NfsError> {
+    fn readdir(
+        &self,
+        dir: &FileHandle,
+        after: u64,
+        max_entries: usize,
+    ) -> Result<(Vec<DirEntry>, bool), NfsError> {
         let (v, d) = self.resolve(dir)?;
         if v.index.ftype(d) != FileType::Directory {
             return Err(NfsError::NotDir);
@@ -522,7 +621,12 @@ impl Filesystem for Exports {
         Ok((out, eof))
     }
 
-    fn read(&self, fh: &FileHandle, offset: u64, buf: &mut [u8]) -> Result<(usize, bool, Attributes), NfsError> {
+    fn read(
+        &self,
+        fh: &FileHandle,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(usize, bool, Attributes), NfsError> {
         let (v, n) = self.resolve(fh)?;
         if v.index.ftype(n) != FileType::Regular {
             return Err(NfsError::Inval);
@@ -550,9 +654,12 @@ impl Filesystem for Exports {
         };
         let file = self
             .fds
-            .get_or_open((v.serial, c), || fio::open_beneath(v.root_fd.as_fd(), &v.index.relpath(c)))
+            .get_or_open((v.serial, c), || {
+                fio::open_beneath(v.root_fd.as_fd(), &v.index.relpath(c))
+            })
             .map_err(|e| io_err("open", e))?;
-        let (got, hit_eof) = fio::read_full_at(&file, offset, &mut buf[..want]).map_err(|e| io_err("read", e))?;
+        let (got, hit_eof) =
+            fio::read_full_at(&file, offset, &mut buf[..want]).map_err(|e| io_err("read", e))?;
         // A file truncated underneath reports eof at its real end, so the client stops asking.
         let eof = hit_eof || offset + got as u64 >= size;
         Ok((got, eof, attr))
@@ -561,7 +668,11 @@ impl Filesystem for Exports {
     fn fsstat(&self, fh: &FileHandle) -> Result<(Attributes, FsStat), NfsError> {
         let (v, n) = self.resolve(fh)?;
         let attr = v.index.attributes(&self.key, n, fh);
-        let st = FsStat { tbytes: v.index.total_used(), tfiles: v.index.len() as u64, ..FsStat::default() };
+        let st = FsStat {
+            tbytes: v.index.total_used(),
+            tfiles: v.index.len() as u64,
+            ..FsStat::default()
+        };
         Ok((attr, st))
     }
 }

@@ -96,7 +96,12 @@ pub fn decode(fh: &FileHandle) -> Result<Decoded, NfsError> {
         // We never issue such a handle; refusing it keeps "one handle per directory" true.
         return Err(NfsError::BadHandle);
     }
-    Ok(Decoded { kind, export: ExportId(export), object: ObjectId(object), generation })
+    Ok(Decoded {
+        kind,
+        export: ExportId(export),
+        object: ObjectId(object),
+        generation,
+    })
 }
 
 /// `fileid = K("fileid" ‖ object id ‖ generation)[0..8]`, 0 → 1: a function of the handle
@@ -204,9 +209,13 @@ pub enum KeyError {
     Io { path: String, source: io::Error },
     #[error("handle key {path}: mode {mode:04o} gives group/others access; chmod 600 it")]
     Permissions { path: String, mode: u32 },
-    #[error("handle key {path}: expected exactly 32 bytes or 64 hex characters, found {len} bytes")]
+    #[error(
+        "handle key {path}: expected exactly 32 bytes or 64 hex characters, found {len} bytes"
+    )]
     Format { path: String, len: usize },
-    #[error("handle key {path}: already exists; refusing to replace it (every handle would go stale)")]
+    #[error(
+        "handle key {path}: already exists; refusing to replace it (every handle would go stale)"
+    )]
     Exists { path: String },
 }
 
@@ -234,14 +243,20 @@ impl HandleKey {
     /// key can forge handles and bypass directory permissions.
     pub fn load(path: &Path) -> Result<HandleKey, KeyError> {
         let p = path.display().to_string();
-        let io_err = |source| KeyError::Io { path: p.clone(), source };
+        let io_err = |source| KeyError::Io {
+            path: p.clone(),
+            source,
+        };
         let md = fs::metadata(path).map_err(io_err)?;
         let mode = md.mode() & 0o7777;
         if mode & 0o077 != 0 {
             return Err(KeyError::Permissions { path: p, mode });
         }
         let bytes = fs::read(path).map_err(io_err)?;
-        HandleKey::parse(&bytes).ok_or(KeyError::Format { path: p, len: bytes.len() })
+        HandleKey::parse(&bytes).ok_or(KeyError::Format {
+            path: p,
+            len: bytes.len(),
+        })
     }
 
     /// Write a new random key (hex) with mode 0600, atomically: written to a temporary file in
@@ -249,11 +264,17 @@ impl HandleKey {
     /// to replace an existing key).
     pub fn generate(path: &Path) -> Result<HandleKey, KeyError> {
         let p = path.display().to_string();
-        let io_err = |source| KeyError::Io { path: p.clone(), source };
+        let io_err = |source| KeyError::Io {
+            path: p.clone(),
+            source,
+        };
         let mut k = [0u8; 32];
         fill_random(&mut k).map_err(io_err)?;
         let key = HandleKey(k);
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let tmp = dir.join(format!(".handle-key.tmp.{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let result = (|| -> io::Result<()> {
@@ -284,7 +305,10 @@ impl HandleKey {
     /// agree on it).
     pub fn fingerprint(&self) -> String {
         let h = blake3::keyed_hash(&self.0, b"clustermaker nfs handle key fingerprint");
-        h.as_bytes()[..6].iter().map(|b| format!("{b:02x}")).collect()
+        h.as_bytes()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -301,9 +325,7 @@ fn fill_random(buf: &mut [u8]) -> io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n = unsafe {
-            libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0)
-        };
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -337,7 +359,15 @@ mod tests {
         assert_eq!(&fh.0[12..28], &o.0);
         assert_eq!(&fh.0[28..36], &0x1122334455667788u64.to_le_bytes());
         let d = decode(&fh).unwrap();
-        assert_eq!(d, Decoded { kind: Kind::Other, export: e, object: o, generation: 0x1122334455667788 });
+        assert_eq!(
+            d,
+            Decoded {
+                kind: Kind::Other,
+                export: e,
+                object: o,
+                generation: 0x1122334455667788
+            }
+        );
     }
 
     #[test]
@@ -362,10 +392,19 @@ mod tests {
         let e1 = export_id(&k, "a");
         let e2 = export_id(&k, "b");
         assert_ne!(e1, e2);
-        assert_eq!(object_id(&k, e1, b"etc/passwd"), object_id(&k, e1, b"etc/passwd"));
-        assert_ne!(object_id(&k, e1, b"etc/passwd"), object_id(&k, e2, b"etc/passwd"));
+        assert_eq!(
+            object_id(&k, e1, b"etc/passwd"),
+            object_id(&k, e1, b"etc/passwd")
+        );
+        assert_ne!(
+            object_id(&k, e1, b"etc/passwd"),
+            object_id(&k, e2, b"etc/passwd")
+        );
         let other = HandleKey([8u8; 32]);
-        assert_ne!(object_id(&k, e1, b"etc/passwd"), object_id(&other, export_id(&other, "a"), b"etc/passwd"));
+        assert_ne!(
+            object_id(&k, e1, b"etc/passwd"),
+            object_id(&other, export_id(&other, "a"), b"etc/passwd")
+        );
     }
 
     #[test]
@@ -384,7 +423,7 @@ mod tests {
         let k = key();
         for i in 0..10_000u32 {
             let c = cookie(&k, format!("name{i}").as_bytes());
-            assert!(c >= FIRST_COOKIE && c < (1 << 63));
+            assert!((FIRST_COOKIE..(1 << 63)).contains(&c));
         }
     }
 
@@ -392,9 +431,18 @@ mod tests {
     fn key_parse_raw_and_hex() {
         assert_eq!(HandleKey::parse(&[9u8; 32]), Some(HandleKey([9u8; 32])));
         let hex = "ab".repeat(32);
-        assert_eq!(HandleKey::parse(hex.as_bytes()), Some(HandleKey([0xab; 32])));
-        assert_eq!(HandleKey::parse(format!("{hex}\n").as_bytes()), Some(HandleKey([0xab; 32])));
-        assert_eq!(HandleKey::parse(format!("{}", "AB".repeat(32)).as_bytes()), Some(HandleKey([0xab; 32])));
+        assert_eq!(
+            HandleKey::parse(hex.as_bytes()),
+            Some(HandleKey([0xab; 32]))
+        );
+        assert_eq!(
+            HandleKey::parse(format!("{hex}\n").as_bytes()),
+            Some(HandleKey([0xab; 32]))
+        );
+        assert_eq!(
+            HandleKey::parse("AB".repeat(32).as_bytes()),
+            Some(HandleKey([0xab; 32]))
+        );
         assert_eq!(HandleKey::parse(&[1u8; 31]), None);
         assert_eq!(HandleKey::parse(&[1u8; 33]), None);
         assert_eq!(HandleKey::parse("zz".repeat(32).as_bytes()), None);
@@ -412,17 +460,29 @@ mod tests {
         assert_eq!(HandleKey::load(&path).unwrap(), k);
         assert_eq!(k.fingerprint().len(), 12);
         let full: String = k.0.iter().map(|b| format!("{b:02x}")).collect();
-        assert!(!format!("{k:?}").contains(&full), "Debug must not print the key");
+        assert!(
+            !format!("{k:?}").contains(&full),
+            "Debug must not print the key"
+        );
         // Never replaced.
-        assert!(matches!(HandleKey::generate(&path), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            HandleKey::generate(&path),
+            Err(KeyError::Exists { .. })
+        ));
         assert_eq!(HandleKey::load(&path).unwrap(), k);
         // No temp files left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(HandleKey::load(&path), Err(KeyError::Permissions { mode: 0o640, .. })));
+        assert!(matches!(
+            HandleKey::load(&path),
+            Err(KeyError::Permissions { mode: 0o640, .. })
+        ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&path, b"short").unwrap();
-        assert!(matches!(HandleKey::load(&path), Err(KeyError::Format { len: 5, .. })));
+        assert!(matches!(
+            HandleKey::load(&path),
+            Err(KeyError::Format { len: 5, .. })
+        ));
         let g = HandleKey::generate(&dir.path().join("k2")).unwrap();
         assert_ne!(g, k, "keys are random");
     }

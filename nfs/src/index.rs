@@ -87,11 +87,17 @@ impl Meta {
             gid: md.gid(),
             size: md.size(),
             rdev: md.rdev(),
-            mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+            mtime_ns: md
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.mtime_nsec()),
             dev: md.dev(),
             ino: md.ino(),
             nlink: md.nlink(),
-            ctime_ns: md.ctime().saturating_mul(1_000_000_000).saturating_add(md.ctime_nsec()),
+            ctime_ns: md
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.ctime_nsec()),
         })
     }
 
@@ -135,7 +141,12 @@ impl RawTree {
     pub fn push(&mut self, relpath: &[u8], target: &[u8], meta: Meta, generation: u64) {
         let p = self.store(relpath);
         let t = self.store(target);
-        self.entries.push(RawEntry { path: p, target: t, meta, generation });
+        self.entries.push(RawEntry {
+            path: p,
+            target: t,
+            meta,
+            generation,
+        });
     }
 
     fn store(&mut self, b: &[u8]) -> (u32, u32) {
@@ -210,7 +221,9 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("entries", &self.nodes.len()).finish_non_exhaustive()
+        f.debug_struct("Index")
+            .field("entries", &self.nodes.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,9 +256,15 @@ fn nfs_time(ns: i64) -> NfsTime {
     }
     let secs = ns / 1_000_000_000;
     if secs > u32::MAX as i64 {
-        return NfsTime { seconds: u32::MAX, nseconds: 999_999_999 };
+        return NfsTime {
+            seconds: u32::MAX,
+            nseconds: 999_999_999,
+        };
     }
-    NfsTime { seconds: secs as u32, nseconds: (ns % 1_000_000_000) as u32 }
+    NfsTime {
+        seconds: secs as u32,
+        nseconds: (ns % 1_000_000_000) as u32,
+    }
 }
 
 /// Canonical directory size (design §3.2): 4096 × ceil(Σ(24 + name_len) / 4096), at least one
@@ -312,10 +331,19 @@ impl Index {
             return Err(IndexError::TooLarge);
         }
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let malformed = |p: &[u8], why| IndexError::Malformed { path: lossy(p), why };
-        let root = tree.entries.first().ok_or(IndexError::Malformed { path: String::new(), why: "empty tree" })?;
+        let malformed = |p: &[u8], why| IndexError::Malformed {
+            path: lossy(p),
+            why,
+        };
+        let root = tree.entries.first().ok_or(IndexError::Malformed {
+            path: String::new(),
+            why: "empty tree",
+        })?;
         if !tree.path(root).is_empty() || root.meta.ftype != FileType::Directory {
-            return Err(malformed(tree.path(root), "first entry must be the root directory"));
+            return Err(malformed(
+                tree.path(root),
+                "first entry must be the root directory",
+            ));
         }
 
         let mut nodes: Vec<Node> = Vec::with_capacity(n);
@@ -334,7 +362,9 @@ impl Index {
                 if check_name(name).is_err() || name == b"." || name == b".." {
                     return Err(malformed(path, "invalid name"));
                 }
-                let parent = *dir_of_path.get(dir).ok_or_else(|| malformed(path, "parent not a directory before it"))?;
+                let parent = *dir_of_path
+                    .get(dir)
+                    .ok_or_else(|| malformed(path, "parent not a directory before it"))?;
                 (parent, name)
             };
             let id = i as NodeId;
@@ -362,7 +392,11 @@ impl Index {
             };
             nodes.push(Node {
                 object: handle::object_id(key, export, path),
-                generation: if e.meta.ftype == FileType::Directory { 0 } else { e.generation },
+                generation: if e.meta.ftype == FileType::Directory {
+                    0
+                } else {
+                    e.generation
+                },
                 data,
                 mtime_ns: e.meta.mtime_ns,
                 cookie: if i == 0 { 0 } else { handle::cookie(key, name) },
@@ -385,7 +419,10 @@ impl Index {
         for group in links.values() {
             let canon = *group
                 .iter()
-                .min_by(|&&a, &&b| tree.path(&tree.entries[a as usize]).cmp(tree.path(&tree.entries[b as usize])))
+                .min_by(|&&a, &&b| {
+                    tree.path(&tree.entries[a as usize])
+                        .cmp(tree.path(&tree.entries[b as usize]))
+                })
                 .unwrap_or(&group[0]);
             let gen = nodes[canon as usize].generation;
             for &m in group {
@@ -422,7 +459,11 @@ impl Index {
             }
             let (s, c) = (start[d] as usize, count[d] as usize);
             scratch.clear();
-            scratch.extend(children[s..s + c].iter().map(|&k| (nodes[k as usize].cookie, k)));
+            scratch.extend(
+                children[s..s + c]
+                    .iter()
+                    .map(|&k| (nodes[k as usize].cookie, k)),
+            );
             let name_of = |k: &NodeId| {
                 let nd = &nodes[*k as usize];
                 &arena[nd.name_off as usize..nd.name_off as usize + nd.name_len as usize]
@@ -438,13 +479,18 @@ impl Index {
                 }
                 let cn = &nodes[kn.canon as usize];
                 let fh = handle::encode(kind_of(cn.ftype), export, cn.object, cn.generation);
-                let name = &arena[kn.name_off as usize..kn.name_off as usize + kn.name_len as usize];
+                let name =
+                    &arena[kn.name_off as usize..kn.name_off as usize + kn.name_len as usize];
                 listing.update(&(name.len() as u32).to_le_bytes());
                 listing.update(name);
                 listing.update(&fh.0);
                 nodes[k as usize].cookie = cookie;
             }
-            let size = dir_size(scratch.iter().map(|&(_, k)| nodes[k as usize].name_len as usize));
+            let size = dir_size(
+                scratch
+                    .iter()
+                    .map(|&(_, k)| nodes[k as usize].name_len as usize),
+            );
             let mut digest = [0u8; 16];
             digest.copy_from_slice(&listing.finalize().as_bytes()[..16]);
             let node = &mut nodes[d];
@@ -452,12 +498,17 @@ impl Index {
             node.span_len = c as u32;
             node.nlink = 2 + subdirs;
             node.data = dirs.len() as u64;
-            dirs.push(DirInfo { size, digest, listing_since_ns: 0 });
+            dirs.push(DirInfo {
+                size,
+                digest,
+                listing_since_ns: 0,
+            });
         }
 
         // Lookup by object id: a sorted array; adjacent equal ids are a collision.
         let mut by_object: Vec<NodeId> = (0..n as NodeId).collect();
-        by_object.sort_unstable_by(|&a, &b| nodes[a as usize].object.cmp(&nodes[b as usize].object));
+        by_object
+            .sort_unstable_by(|&a, &b| nodes[a as usize].object.cmp(&nodes[b as usize].object));
         for w in by_object.windows(2) {
             if nodes[w[0] as usize].object == nodes[w[1] as usize].object {
                 let a = lossy(tree.path(&tree.entries[w[0] as usize]));
@@ -495,7 +546,11 @@ impl Index {
                 match prev.find(&index.nodes[d].object) {
                     Some(p) if prev.ftype(p) == FileType::Directory => {
                         let pd = &prev.dirs[prev.nodes[p as usize].data as usize];
-                        Some(if pd.digest == digest { pd.listing_since_ns } else { history.now_ns })
+                        Some(if pd.digest == digest {
+                            pd.listing_since_ns
+                        } else {
+                            history.now_ns
+                        })
                     }
                     _ => Some(history.now_ns),
                 }
@@ -652,8 +707,13 @@ impl Index {
     pub fn lookup_child(&self, key: &HandleKey, dir: NodeId, name: &[u8]) -> Option<NodeId> {
         let c = self.children(dir);
         let natural = handle::cookie(key, name);
-        find_by_cookie(|i| self.nodes[c[i] as usize].cookie, c.len(), natural, |i| self.name(c[i]) == name)
-            .map(|i| c[i])
+        find_by_cookie(
+            |i| self.nodes[c[i] as usize].cookie,
+            c.len(),
+            natural,
+            |i| self.name(c[i]) == name,
+        )
+        .map(|i| c[i])
     }
 
     /// Path below the root, `/`-joined (root = empty).
@@ -694,7 +754,8 @@ impl Index {
             _ => (0, 0),
         };
         let mtime_ns = if ftype == FileType::Directory {
-            nd.mtime_ns.max(self.dirs[nd.data as usize].listing_since_ns)
+            nd.mtime_ns
+                .max(self.dirs[nd.data as usize].listing_since_ns)
         } else {
             nd.mtime_ns
         };
@@ -718,7 +779,8 @@ impl Index {
 
     pub fn listing_since_ns(&self, dir: NodeId) -> Option<i64> {
         let nd = &self.nodes[dir as usize];
-        (nd.ftype == FileType::Directory as u8).then(|| self.dirs[nd.data as usize].listing_since_ns)
+        (nd.ftype == FileType::Directory as u8)
+            .then(|| self.dirs[nd.data as usize].listing_since_ns)
     }
 
     fn listing_digest(&self, n: NodeId) -> [u8; 16] {
@@ -781,8 +843,16 @@ fn normalize(p: &Path) -> Vec<u8> {
 /// Walk `root` with lstat (no symlink followed, one file system, sorted names) into a
 /// [`RawTree`] whose regular files still have generation 0.
 pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
-    let exclude: Vec<Vec<u8>> = exclude.iter().map(|p| normalize(p)).filter(|p| !p.is_empty()).collect();
-    let rel = |p: &Path| -> Vec<u8> { p.strip_prefix(root).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default() };
+    let exclude: Vec<Vec<u8>> = exclude
+        .iter()
+        .map(|p| normalize(p))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let rel = |p: &Path| -> Vec<u8> {
+        p.strip_prefix(root)
+            .map(|r| r.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default()
+    };
     let mut tree = RawTree::default();
     let it = walkdir::WalkDir::new(root)
         .follow_links(false)
@@ -795,8 +865,13 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
             Ok(e) => e,
             Err(e) => {
                 if e.depth() == 0 {
-                    let source = e.into_io_error().unwrap_or_else(|| io::Error::other("walk loop"));
-                    return Err(IndexError::Walk { path: root.display().to_string(), source });
+                    let source = e
+                        .into_io_error()
+                        .unwrap_or_else(|| io::Error::other("walk loop"));
+                    return Err(IndexError::Walk {
+                        path: root.display().to_string(),
+                        source,
+                    });
                 }
                 tracing::warn!(path = ?e.path(), error = %e, "nfs index: entry skipped");
                 continue;
@@ -809,7 +884,9 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
                 continue;
             }
         };
-        let Some(meta) = Meta::from_std(&md) else { continue };
+        let Some(meta) = Meta::from_std(&md) else {
+            continue;
+        };
         let relpath = rel(entry.path());
         let (target, generation) = match meta.ftype {
             FileType::Symlink => match fs::read_link(entry.path()) {
@@ -825,7 +902,14 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
             },
             FileType::CharDevice | FileType::BlockDevice => {
                 let d = meta.rdev as libc::dev_t;
-                (Vec::new(), handle::generation_of_device(meta.ftype == FileType::BlockDevice, libc::major(d), libc::minor(d)))
+                (
+                    Vec::new(),
+                    handle::generation_of_device(
+                        meta.ftype == FileType::BlockDevice,
+                        libc::major(d),
+                        libc::minor(d),
+                    ),
+                )
             }
             FileType::Fifo => (Vec::new(), handle::generation_of_special(false)),
             FileType::Socket => (Vec::new(), handle::generation_of_special(true)),
@@ -866,7 +950,10 @@ pub fn build_from_disk(
 ) -> Result<(Index, RawTree, BuildReport), IndexError> {
     let t0 = Instant::now();
     let mut tree = walk(root, opts.exclude)?;
-    let mut report = BuildReport { walk: t0.elapsed(), ..Default::default() };
+    let mut report = BuildReport {
+        walk: t0.elapsed(),
+        ..Default::default()
+    };
     let t1 = Instant::now();
     let mut by_inode: HashMap<(u64, u64), u64> = HashMap::new();
     for i in 0..tree.entries.len() {
@@ -896,7 +983,8 @@ pub fn build_from_disk(
             let c = opts.cache?.get(&path[..])?;
             // Same served facts; and if it is the same inode, it must not have been touched
             // since (a content change with a clamped mtime still moves ctime).
-            let trusted = c.meta.same_served(&meta) && (c.meta.ino != meta.ino || c.meta.ctime_ns == meta.ctime_ns);
+            let trusted = c.meta.same_served(&meta)
+                && (c.meta.ino != meta.ino || c.meta.ctime_ns == meta.ctime_ns);
             (trusted && c.generation != 0).then_some(c.generation)
         });
         let g = match reuse {
@@ -928,7 +1016,11 @@ pub fn build_from_disk(
         tree.entries[i].generation = g;
     }
     report.hash = t1.elapsed();
-    let history = History { cache: opts.cache, previous: opts.previous, now_ns: opts.now_ns };
+    let history = History {
+        cache: opts.cache,
+        previous: opts.previous,
+        now_ns: opts.now_ns,
+    };
     let index = Index::build(key, export, &tree, &history)?;
     report.entries = index.len();
     report.total = t0.elapsed();
@@ -974,7 +1066,11 @@ pub fn encode_cache(tree: &RawTree, index: &Index) -> Vec<u8> {
         for v in [m.size, m.rdev, m.dev, m.ino, m.nlink, index.generation(n)] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        for v in [m.mtime_ns, m.ctime_ns, index.listing_since_ns(n).unwrap_or(0)] {
+        for v in [
+            m.mtime_ns,
+            m.ctime_ns,
+            index.listing_since_ns(n).unwrap_or(0),
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&index.listing_digest(n));
@@ -999,10 +1095,14 @@ impl<'a> Cursor<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     }
     fn i64(&mut self) -> Option<i64> {
         self.u64().map(|v| v as i64)
@@ -1036,12 +1136,33 @@ pub fn decode_cache(bytes: &[u8]) -> Option<CacheMap> {
             return None;
         }
         let (mode, uid, gid) = (c.u32()?, c.u32()?, c.u32()?);
-        let (size, rdev, dev, ino, nlink, generation) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
+        let (size, rdev, dev, ino, nlink, generation) =
+            (c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?, c.u64()?);
         let (mtime_ns, ctime_ns, listing_since_ns) = (c.i64()?, c.i64()?, c.i64()?);
         let mut listing_digest = [0u8; 16];
         listing_digest.copy_from_slice(c.take(16)?);
-        let meta = Meta { ftype: ftype_from_u8(ft), mode, uid, gid, size, rdev, mtime_ns, dev, ino, nlink, ctime_ns };
-        map.insert(path, CacheEntry { meta, generation, listing_digest, listing_since_ns });
+        let meta = Meta {
+            ftype: ftype_from_u8(ft),
+            mode,
+            uid,
+            gid,
+            size,
+            rdev,
+            mtime_ns,
+            dev,
+            ino,
+            nlink,
+            ctime_ns,
+        };
+        map.insert(
+            path,
+            CacheEntry {
+                meta,
+                generation,
+                listing_digest,
+                listing_since_ns,
+            },
+        );
     }
     if !c.0.is_empty() {
         return None;
@@ -1071,12 +1192,18 @@ pub fn load_cache(path: &Path) -> Option<CacheMap> {
 /// directory. A kill -9 at any point leaves either the old file or the new one.
 pub fn write_cache(path: &Path, tree: &RawTree, index: &Index) -> io::Result<()> {
     let bytes = encode_cache(tree, index);
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".nfs-index.tmp.{}.{seq}", std::process::id()));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -1097,7 +1224,19 @@ mod tests {
     }
 
     fn meta(ftype: FileType) -> Meta {
-        Meta { ftype, mode: 0o755, uid: 0, gid: 0, size: 0, rdev: 0, mtime_ns: 1_700_000_000_000_000_000, dev: 1, ino: 0, nlink: 1, ctime_ns: 0 }
+        Meta {
+            ftype,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            rdev: 0,
+            mtime_ns: 1_700_000_000_000_000_000,
+            dev: 1,
+            ino: 0,
+            nlink: 1,
+            ctime_ns: 0,
+        }
     }
 
     pub(crate) fn small_tree(names: &[&[u8]]) -> RawTree {
@@ -1115,18 +1254,40 @@ mod tests {
 
     #[test]
     fn cookies_resolve_collisions_deterministically() {
-        let mut v: Vec<(u64, &[u8])> = vec![(10, b"b"), (10, b"a"), (11, b"c"), (5, b"z"), (10, b"d")];
+        let mut v: Vec<(u64, &[u8])> =
+            vec![(10, b"b"), (10, b"a"), (11, b"c"), (5, b"z"), (10, b"d")];
         assign_cookies(&mut v, |n: &&[u8]| *n);
         let got: Vec<(u64, &[u8])> = v.clone();
-        assert_eq!(got, vec![(5, &b"z"[..]), (10, b"a"), (11, b"b"), (12, b"d"), (13, b"c")]);
+        assert_eq!(
+            got,
+            vec![
+                (5, &b"z"[..]),
+                (10, b"a"),
+                (11, b"b"),
+                (12, b"d"),
+                (13, b"c")
+            ]
+        );
         let cookies: Vec<u64> = v.iter().map(|x| x.0).collect();
         // a (natural 10), b, d (natural 10), c (natural 11) are all found.
-        for (name, natural) in [(&b"a"[..], 10), (b"b", 10), (b"d", 10), (b"c", 11), (b"z", 5)] {
+        for (name, natural) in [
+            (&b"a"[..], 10),
+            (b"b", 10),
+            (b"d", 10),
+            (b"c", 11),
+            (b"z", 5),
+        ] {
             let i = find_by_cookie(|i| cookies[i], cookies.len(), natural, |i| v[i].1 == name);
             assert_eq!(i.map(|i| v[i].1), Some(name));
         }
-        assert_eq!(find_by_cookie(|i| cookies[i], cookies.len(), 10, |i| v[i].1 == b"q"), None);
-        assert_eq!(find_by_cookie(|i| cookies[i], cookies.len(), 6, |_| true), None);
+        assert_eq!(
+            find_by_cookie(|i| cookies[i], cookies.len(), 10, |i| v[i].1 == b"q"),
+            None
+        );
+        assert_eq!(
+            find_by_cookie(|i| cookies[i], cookies.len(), 6, |_| true),
+            None
+        );
     }
 
     #[test]
@@ -1141,7 +1302,10 @@ mod tests {
         let x = ix.lookup_child(&k, d, b"x").unwrap();
         assert_eq!(ix.relpath(x), b"d/x");
         assert_eq!(ix.lookup_child(&k, d, b"a"), None);
-        assert_eq!(ix.find(&handle::object_id(&k, e, b"d/y")), ix.lookup_child(&k, d, b"y"));
+        assert_eq!(
+            ix.find(&handle::object_id(&k, e, b"d/y")),
+            ix.lookup_child(&k, d, b"y")
+        );
         let fh = ix.handle(x);
         let a = ix.attributes(&k, x, &fh);
         assert_eq!(a.size, 10);
@@ -1162,7 +1326,13 @@ mod tests {
         let e = handle::export_id(&k, "t");
         for bad in [&b"x/y"[..], b"d/.", b"d/..", b"d//z", b"d/a\0b"] {
             let t = small_tree(&[bad]);
-            assert!(matches!(Index::build(&k, e, &t, &History::default()), Err(IndexError::Malformed { .. })), "{bad:?}");
+            assert!(
+                matches!(
+                    Index::build(&k, e, &t, &History::default()),
+                    Err(IndexError::Malformed { .. })
+                ),
+                "{bad:?}"
+            );
         }
         let mut t = small_tree(&[]);
         t.push(b"d", b"", meta(FileType::Directory), 0);
@@ -1189,10 +1359,17 @@ mod tests {
         let b = ix.lookup_child(&k, d, b"b").unwrap();
         assert_eq!(ix.handle(zz), ix.handle(b));
         assert_eq!(ix.handle(c), ix.handle(b));
-        assert_eq!(ix.relpath(ix.canonical(zz)), b"c", "smallest relpath in byte order");
-        assert_eq!(ix.attributes(&k, zz, &ix.handle(zz)).nlink, 2 + 0 + 1);
+        assert_eq!(
+            ix.relpath(ix.canonical(zz)),
+            b"c",
+            "smallest relpath in byte order"
+        );
+        assert_eq!(ix.attributes(&k, zz, &ix.handle(zz)).nlink, 3, "three names");
         // Every name's own path hash resolves to the group.
-        assert_eq!(ix.canonical(ix.find(&handle::object_id(&k, e, b"d/b")).unwrap()), c);
+        assert_eq!(
+            ix.canonical(ix.find(&handle::object_id(&k, e, b"d/b")).unwrap()),
+            c
+        );
     }
 
     #[test]
@@ -1205,7 +1382,10 @@ mod tests {
         let m = decode_cache(&bytes).unwrap();
         assert_eq!(m.len(), 4);
         assert_eq!(m[&b"d/x"[..]].generation, 1001);
-        assert_eq!(m[&b"d"[..]].listing_since_ns, ix.listing_since_ns(1).unwrap());
+        assert_eq!(
+            m[&b"d"[..]].listing_since_ns,
+            ix.listing_since_ns(1).unwrap()
+        );
         for i in [0, 9, 20, bytes.len() / 2, bytes.len() - 1] {
             let mut b = bytes.clone();
             b[i] ^= 1;

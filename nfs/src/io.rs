@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex};
 /// Raise the soft RLIMIT_NOFILE to the hard limit (the fd cache and the walk want fds; the
 /// default soft limit of 1024 is a leftover of select(2)). Returns (soft, hard) after.
 pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid pointer to an rlimit.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(io::Error::last_os_error());
@@ -37,7 +40,10 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid C string.
     let fd = unsafe {
-        libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -84,16 +90,29 @@ pub fn open_beneath(root: BorrowedFd<'_>, relpath: &[u8]) -> io::Result<OwnedFd>
 fn check_relpath(relpath: &[u8]) -> io::Result<()> {
     let bad = relpath.is_empty()
         || relpath.contains(&0)
-        || relpath.split(|&b| b == b'/').any(|c| c.is_empty() || c == b"." || c == b"..");
+        || relpath
+            .split(|&b| b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b"..");
     if bad {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a clean relative path"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a clean relative path",
+        ));
     }
     Ok(())
 }
 
-fn openat2_beneath(root: BorrowedFd<'_>, relpath: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
+fn openat2_beneath(
+    root: BorrowedFd<'_>,
+    relpath: &[u8],
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
     let c = CString::new(relpath).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let how = OpenHow { flags: flags as u64, mode: 0, resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+    };
     loop {
         // SAFETY: valid fd, C string and open_how of the size we pass.
         let r = unsafe {
@@ -188,7 +207,10 @@ struct Lru {
 
 impl FdCache {
     pub fn new(cap: usize) -> FdCache {
-        FdCache { cap: cap.max(1), inner: Mutex::new(Lru::default()) }
+        FdCache {
+            cap: cap.max(1),
+            inner: Mutex::new(Lru::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
@@ -225,7 +247,9 @@ impl FdCache {
         }
         g.order.insert(t, key);
         while g.map.len() > self.cap {
-            let Some((_, k)) = g.order.pop_first() else { break };
+            let Some((_, k)) = g.order.pop_first() else {
+                break;
+            };
             g.map.remove(&k);
         }
         Ok(file)
@@ -234,8 +258,12 @@ impl FdCache {
     /// Close every fd of a retired version.
     pub fn forget_version(&self, version: u64) {
         let mut g = self.lock();
-        let keys: Vec<(FdKey, u64)> =
-            g.map.iter().filter(|(k, _)| k.0 == version).map(|(k, (_, t))| (*k, *t)).collect();
+        let keys: Vec<(FdKey, u64)> = g
+            .map
+            .iter()
+            .filter(|(k, _)| k.0 == version)
+            .map(|(k, (_, t))| (*k, *t))
+            .collect();
         for (k, t) in keys {
             g.map.remove(&k);
             g.order.remove(&t);
@@ -271,8 +299,21 @@ mod tests {
             let mut b = [0u8; 5];
             assert_eq!(read_full_at(&f, 0, &mut b).unwrap(), (5, false));
             assert_eq!(&b, b"hello");
-            for bad in [&b"etc/passwd"[..], b"lnk", b"subl/f", b"../x", b"sub/../sub/f", b"/etc/passwd", b"", b"sub//f"] {
-                assert!(open(rfd.as_fd(), bad).is_err(), "{:?} must not open", String::from_utf8_lossy(bad));
+            for bad in [
+                &b"etc/passwd"[..],
+                b"lnk",
+                b"subl/f",
+                b"../x",
+                b"sub/../sub/f",
+                b"/etc/passwd",
+                b"",
+                b"sub//f",
+            ] {
+                assert!(
+                    open(rfd.as_fd(), bad).is_err(),
+                    "{:?} must not open",
+                    String::from_utf8_lossy(bad)
+                );
             }
         }
     }
@@ -304,9 +345,11 @@ mod tests {
         }
         // Touch 0 so 1 is the least recently used, then add 3: 1 goes.
         c.get_or_open((1, 0), || panic!("cached")).unwrap();
-        c.get_or_open((1, 3), || open_beneath(rfd.as_fd(), b"f")).unwrap();
+        c.get_or_open((1, 3), || open_beneath(rfd.as_fd(), b"f"))
+            .unwrap();
         assert_eq!(c.len(), 3);
-        c.get_or_open((1, 0), || panic!("0 must still be cached")).unwrap();
+        c.get_or_open((1, 0), || panic!("0 must still be cached"))
+            .unwrap();
         let mut reopened = false;
         c.get_or_open((1, 1), || {
             reopened = true;
@@ -314,7 +357,8 @@ mod tests {
         })
         .unwrap();
         assert!(reopened);
-        c.get_or_open((2, 9), || open_beneath(rfd.as_fd(), b"f")).unwrap();
+        c.get_or_open((2, 9), || open_beneath(rfd.as_fd(), b"f"))
+            .unwrap();
         c.forget_version(1);
         assert_eq!(c.len(), 1);
         assert_eq!(opens, 3);

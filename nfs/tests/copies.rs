@@ -48,11 +48,23 @@ fn make_tree(root: &Path) {
     fs::write(root.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n").unwrap();
     fs::write(root.join("etc/empty"), b"").unwrap();
     fs::write(root.join("usr/bin/prog"), vec![0x7fu8; 10_000]).unwrap();
-    fs::set_permissions(root.join("usr/bin/prog"), fs::Permissions::from_mode(0o4755)).unwrap();
-    fs::write(root.join("usr/lib/libx.so"), (0..200_000u32).map(|i| i as u8).collect::<Vec<_>>()).unwrap();
+    fs::set_permissions(
+        root.join("usr/bin/prog"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    fs::write(
+        root.join("usr/lib/libx.so"),
+        (0..200_000u32).map(|i| i as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
     fs::write(root.join("usr/lib/a-link"), b"linked content").unwrap();
     fs::hard_link(root.join("usr/lib/a-link"), root.join("hl/b-link")).unwrap();
-    fs::write(root.join(OsStr::from_bytes(b"etc/raw-\xff\xfe")), b"raw name").unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(b"etc/raw-\xff\xfe")),
+        b"raw name",
+    )
+    .unwrap();
     fs::write(root.join("etc/owned"), b"owned").unwrap();
     std::os::unix::fs::chown(root.join("etc/owned"), Some(1234), Some(5678)).unwrap();
     std::os::unix::fs::symlink("prog", root.join("usr/bin/rel")).unwrap();
@@ -61,12 +73,33 @@ fn make_tree(root: &Path) {
     std::os::unix::fs::symlink("../../../../../../etc", root.join("escape")).unwrap();
     // SAFETY: valid C strings.
     unsafe {
-        assert_eq!(libc::mknod(cstr(&root.join("dev/null")).as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)), 0);
-        assert_eq!(libc::mknod(cstr(&root.join("dev/loop0")).as_ptr(), libc::S_IFBLK | 0o660, libc::makedev(7, 0)), 0);
-        assert_eq!(libc::mkfifo(cstr(&root.join("dev/fifo")).as_ptr(), 0o644), 0);
+        assert_eq!(
+            libc::mknod(
+                cstr(&root.join("dev/null")).as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(1, 3)
+            ),
+            0
+        );
+        assert_eq!(
+            libc::mknod(
+                cstr(&root.join("dev/loop0")).as_ptr(),
+                libc::S_IFBLK | 0o660,
+                libc::makedev(7, 0)
+            ),
+            0
+        );
+        assert_eq!(
+            libc::mkfifo(cstr(&root.join("dev/fifo")).as_ptr(), 0o644),
+            0
+        );
     }
     // mknod/mkfifo modes went through the umask; set them exactly.
-    for (p, m) in [("dev/null", 0o666), ("dev/loop0", 0o660), ("dev/fifo", 0o644)] {
+    for (p, m) in [
+        ("dev/null", 0o666),
+        ("dev/loop0", 0o660),
+        ("dev/fifo", 0o644),
+    ] {
         fs::set_permissions(root.join(p), fs::Permissions::from_mode(m)).unwrap();
     }
     drop(std::os::unix::net::UnixListener::bind(root.join("dev/sock")).unwrap());
@@ -79,7 +112,11 @@ fn make_tree(root: &Path) {
 }
 
 fn dir_exports(name: &str, dir: &Path) -> Exports {
-    let spec = ExportSpec::new(name, format!("/images/{name}").as_bytes(), ExportSource::Directory(dir.to_path_buf()));
+    let spec = ExportSpec::new(
+        name,
+        format!("/images/{name}").as_bytes(),
+        ExportSource::Directory(dir.to_path_buf()),
+    );
     Exports::new(key(), vec![spec], ExportsConfig::default()).unwrap()
 }
 
@@ -91,7 +128,10 @@ struct Walked {
 /// Every entry reachable from the export root, via READDIR pages of `page` entries.
 fn walk(fs: &dyn Filesystem, mount: &[u8], page: usize) -> Walked {
     let root = fs.mount(mount).unwrap();
-    let mut w = Walked { by_path: BTreeMap::new(), pages: Vec::new() };
+    let mut w = Walked {
+        by_path: BTreeMap::new(),
+        pages: Vec::new(),
+    };
     let mut stack = vec![(Vec::new(), root)];
     while let Some((path, dir)) = stack.pop() {
         let mut after = 0;
@@ -115,7 +155,10 @@ fn walk(fs: &dyn Filesystem, mount: &[u8], page: usize) -> Walked {
                 if e.attr.ftype == FileType::Directory {
                     stack.push((p.clone(), e.handle));
                 }
-                assert!(w.by_path.insert(p, e.clone()).is_none(), "no duplicate names");
+                assert!(
+                    w.by_path.insert(p, e.clone()).is_none(),
+                    "no duplicate names"
+                );
             }
             if eof {
                 break;
@@ -159,9 +202,18 @@ fn copies_serve_identical_handles_attributes_and_listings() {
     cp_a(&src, &broken);
     let hl = broken.join("hl");
     let dir_times = fs::metadata(&hl).unwrap();
-    sh("cp", &[OsStr::new("-p"), broken.join("hl/b-link").as_os_str(), broken.join("hl/b-tmp").as_os_str()]);
+    sh(
+        "cp",
+        &[
+            OsStr::new("-p"),
+            broken.join("hl/b-link").as_os_str(),
+            broken.join("hl/b-tmp").as_os_str(),
+        ],
+    );
     fs::rename(broken.join("hl/b-tmp"), broken.join("hl/b-link")).unwrap();
-    let t = fs::FileTimes::new().set_modified(dir_times.modified().unwrap()).set_accessed(dir_times.accessed().unwrap());
+    let t = fs::FileTimes::new()
+        .set_modified(dir_times.modified().unwrap())
+        .set_accessed(dir_times.accessed().unwrap());
     fs::File::open(&hl).unwrap().set_times(t).unwrap();
     assert_eq!(fs::metadata(broken.join("hl/b-link")).unwrap().nlink(), 1);
 
@@ -171,14 +223,25 @@ fn copies_serve_identical_handles_attributes_and_listings() {
         let e = e.unwrap();
         let rel = e.path().strip_prefix(&src).unwrap();
         let a = fs::symlink_metadata(e.path()).unwrap().ino();
-        assert_ne!(a, fs::symlink_metadata(copy.join(rel)).unwrap().ino(), "{rel:?}");
-        assert_ne!(a, fs::symlink_metadata(broken.join(rel)).unwrap().ino(), "{rel:?}");
+        assert_ne!(
+            a,
+            fs::symlink_metadata(copy.join(rel)).unwrap().ino(),
+            "{rel:?}"
+        );
+        assert_ne!(
+            a,
+            fs::symlink_metadata(broken.join(rel)).unwrap().ino(),
+            "{rel:?}"
+        );
         compared += 1;
     }
     assert!(compared >= 20);
 
     let t0 = Instant::now();
-    let exps: Vec<Exports> = [&src, &copy, &broken].iter().map(|d| dir_exports("img", d)).collect();
+    let exps: Vec<Exports> = [&src, &copy, &broken]
+        .iter()
+        .map(|d| dir_exports("img", d))
+        .collect();
     // Built side by side (each hashes the 5 GiB file itself: no shared cache file).
     std::thread::scope(|s| {
         for e in &exps {
@@ -200,14 +263,24 @@ fn copies_serve_identical_handles_attributes_and_listings() {
     for page in [1, 3, 1000] {
         let wa = walk(a, mount, page);
         let wb = walk(b, mount, page);
-        assert_eq!(wa.pages, wb.pages, "cp -a copy: identical readdir pages (page size {page})");
+        assert_eq!(
+            wa.pages, wb.pages,
+            "cp -a copy: identical readdir pages (page size {page})"
+        );
         assert_eq!(wa.by_path, wb.by_path);
         if page == 1000 {
-            let names: Vec<String> = wa.by_path.keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+            let names: Vec<String> = wa
+                .by_path
+                .keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
             assert!(names.len() >= 24, "{names:?}");
         }
         let wc = walk(c, mount, page);
-        assert_eq!(wa.by_path.keys().collect::<Vec<_>>(), wc.by_path.keys().collect::<Vec<_>>());
+        assert_eq!(
+            wa.by_path.keys().collect::<Vec<_>>(),
+            wc.by_path.keys().collect::<Vec<_>>()
+        );
         for (p, ea) in &wa.by_path {
             let ec = &wc.by_path[p];
             assert_eq!(ea.cookie, ec.cookie);
@@ -239,7 +312,10 @@ fn copies_serve_identical_handles_attributes_and_listings() {
         let ga = a.getattr(&e.handle).unwrap();
         assert_eq!(ga, e.attr);
         assert_eq!(b.getattr(&e.handle).unwrap(), ga);
-        assert_eq!(without_nlink(&c.getattr(&e.handle).unwrap()), without_nlink(&ga));
+        assert_eq!(
+            without_nlink(&c.getattr(&e.handle).unwrap()),
+            without_nlink(&ga)
+        );
         // LOOKUP along the path gives the same handle and attributes.
         let mut dir = root;
         let comps: Vec<&[u8]> = p.split(|&x| x == b'/').collect();
@@ -254,11 +330,24 @@ fn copies_serve_identical_handles_attributes_and_listings() {
         }
         match e.attr.ftype {
             FileType::Symlink => {
-                assert_eq!(a.readlink(&e.handle).unwrap(), b.readlink(&e.handle).unwrap());
-                assert_eq!(a.readlink(&e.handle).unwrap(), fs::read_link(src.join(OsStr::from_bytes(p))).unwrap().as_os_str().as_bytes());
+                assert_eq!(
+                    a.readlink(&e.handle).unwrap(),
+                    b.readlink(&e.handle).unwrap()
+                );
+                assert_eq!(
+                    a.readlink(&e.handle).unwrap(),
+                    fs::read_link(src.join(OsStr::from_bytes(p)))
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                );
                 assert_eq!(e.attr.size, a.readlink(&e.handle).unwrap().len() as u64);
                 let mut buf = [0u8; 8];
-                assert_eq!(a.read(&e.handle, 0, &mut buf), Err(NfsError::Inval), "symlinks are never followed by READ");
+                assert_eq!(
+                    a.read(&e.handle, 0, &mut buf),
+                    Err(NfsError::Inval),
+                    "symlinks are never followed by READ"
+                );
             }
             FileType::Regular if e.attr.size < GIB => {
                 let data = read_all(a, &e.handle, e.attr.size);
@@ -279,29 +368,56 @@ fn copies_serve_identical_handles_attributes_and_listings() {
     let at = |p: &str| wa.by_path[p.as_bytes()].attr;
     let md = |p: &str| fs::symlink_metadata(src.join(p)).unwrap();
     let prog = at("usr/bin/prog");
-    assert_eq!((prog.ftype, prog.mode, prog.size, prog.used, prog.nlink), (FileType::Regular, 0o4755, 10_000, 12_288, 1));
+    assert_eq!(
+        (prog.ftype, prog.mode, prog.size, prog.used, prog.nlink),
+        (FileType::Regular, 0o4755, 10_000, 12_288, 1)
+    );
     assert_eq!(prog.atime, prog.mtime);
     assert_eq!(prog.ctime, prog.mtime);
-    assert_eq!((prog.mtime.seconds as i64, prog.mtime.nseconds as i64), (md("usr/bin/prog").mtime(), md("usr/bin/prog").mtime_nsec()));
+    assert_eq!(
+        (prog.mtime.seconds as i64, prog.mtime.nseconds as i64),
+        (md("usr/bin/prog").mtime(), md("usr/bin/prog").mtime_nsec())
+    );
     assert_eq!((at("etc/empty").size, at("etc/empty").used), (0, 0));
     assert_eq!((at("etc/owned").uid, at("etc/owned").gid), (1234, 5678));
     let null = at("dev/null");
-    assert_eq!((null.ftype, null.rdev, null.size, null.mode), (FileType::CharDevice, (1, 3), 0, 0o666));
-    assert_eq!((at("dev/loop0").ftype, at("dev/loop0").rdev), (FileType::BlockDevice, (7, 0)));
+    assert_eq!(
+        (null.ftype, null.rdev, null.size, null.mode),
+        (FileType::CharDevice, (1, 3), 0, 0o666)
+    );
+    assert_eq!(
+        (at("dev/loop0").ftype, at("dev/loop0").rdev),
+        (FileType::BlockDevice, (7, 0))
+    );
     assert_eq!(at("dev/fifo").ftype, FileType::Fifo);
     assert_eq!(at("dev/sock").ftype, FileType::Socket);
-    assert_eq!((at("dangling").ftype, at("dangling").size), (FileType::Symlink, 14));
+    assert_eq!(
+        (at("dangling").ftype, at("dangling").size),
+        (FileType::Symlink, 14)
+    );
     assert_eq!((at("hl/b-link").nlink, at("usr/lib/a-link").nlink), (2, 2));
-    assert_eq!(wa.by_path[&b"hl/b-link"[..]].handle, wa.by_path[&b"usr/lib/a-link"[..]].handle, "one object, canonical handle");
+    assert_eq!(
+        wa.by_path[&b"hl/b-link"[..]].handle,
+        wa.by_path[&b"usr/lib/a-link"[..]].handle,
+        "one object, canonical handle"
+    );
     assert_eq!(at("hl/b-link").fileid, at("usr/lib/a-link").fileid);
     let rootattr = a.getattr(&root).unwrap();
     assert_eq!(rootattr.nlink, 2 + 5, "etc usr hl dev empty");
     assert_eq!(at("empty").size, 4096);
     assert_eq!(at("usr").nlink, 4);
     assert_eq!(rootattr.fsid, at("etc/passwd").fsid);
-    let fileids: std::collections::HashSet<u64> = wa.by_path.values().map(|e| e.attr.fileid).collect();
-    assert_eq!(fileids.len(), wa.by_path.len() - 1, "distinct fileids except the link pair");
-    assert!(wa.by_path.contains_key(&b"etc/raw-\xff\xfe"[..]), "raw byte names");
+    let fileids: std::collections::HashSet<u64> =
+        wa.by_path.values().map(|e| e.attr.fileid).collect();
+    assert_eq!(
+        fileids.len(),
+        wa.by_path.len() - 1,
+        "distinct fileids except the link pair"
+    );
+    assert!(
+        wa.by_path.contains_key(&b"etc/raw-\xff\xfe"[..]),
+        "raw byte names"
+    );
 
     // The sparse 5 GiB file: reads around 4 GiB and at/after the end.
     let big = wa.by_path[&b"big.sparse"[..]].handle;
@@ -328,7 +444,11 @@ fn copies_serve_identical_handles_attributes_and_listings() {
     let (n, eof, _) = a.read(&passwd, 0, &mut buf).unwrap();
     assert_eq!((n, eof), (30, true));
     let (n, eof, _) = a.read(&passwd, 0, &mut buf[..30]).unwrap();
-    assert_eq!((n, eof), (30, true), "eof when offset + count reaches the size");
+    assert_eq!(
+        (n, eof),
+        (30, true),
+        "eof when offset + count reaches the size"
+    );
     let (n, eof, _) = a.read(&passwd, 0, &mut buf[..29]).unwrap();
     assert_eq!((n, eof), (29, false));
     assert_eq!(a.read(&root, 0, &mut buf), Err(NfsError::Inval));
@@ -368,7 +488,11 @@ fn lookup_names_dot_dotdot_and_bad_handles() {
     let (f, _) = e.lookup(&a, b"f").unwrap();
     assert_eq!(e.lookup(&a, b".").unwrap().0, a);
     assert_eq!(e.lookup(&bdir, b"..").unwrap().0, a);
-    assert_eq!(e.lookup(&root, b"..").unwrap().0, root, "the root's .. is the root");
+    assert_eq!(
+        e.lookup(&root, b"..").unwrap().0,
+        root,
+        "the root's .. is the root"
+    );
     assert_eq!(e.lookup(&root, b".").unwrap().0, root);
     assert_eq!(e.lookup(&a, b""), Err(NfsError::NoEnt));
     assert_eq!(e.lookup(&a, b"b/"), Err(NfsError::NoEnt));
@@ -381,13 +505,19 @@ fn lookup_names_dot_dotdot_and_bad_handles() {
     // readdir starts with . and .., resumes after any cookie, and is exhausted correctly.
     let (all, eof) = e.readdir(&a, 0, 100).unwrap();
     assert!(eof);
-    assert_eq!(all.iter().map(|d| d.name.as_slice()).collect::<Vec<_>>()[..2], [&b"."[..], b".."]);
+    assert_eq!(
+        all.iter().map(|d| d.name.as_slice()).collect::<Vec<_>>()[..2],
+        [&b"."[..], b".."]
+    );
     assert_eq!((all[0].cookie, all[1].cookie), (1, 2));
     assert_eq!(all[1].handle, root);
     assert_eq!(all.len(), 4);
     assert_eq!(e.readdir(&a, 1, 100).unwrap().0.len(), 3);
     assert_eq!(e.readdir(&a, 2, 100).unwrap().0.len(), 2);
-    assert_eq!(e.readdir(&a, all[2].cookie, 100).unwrap(), (vec![all[3].clone()], true));
+    assert_eq!(
+        e.readdir(&a, all[2].cookie, 100).unwrap(),
+        (vec![all[3].clone()], true)
+    );
     assert_eq!(e.readdir(&a, all[3].cookie, 100).unwrap(), (vec![], true));
     assert_eq!(e.readdir(&a, 0, 0).unwrap(), (vec![], false));
     assert!(e.readdir(&a, 0, 4).unwrap().1);
@@ -412,17 +542,34 @@ fn lookup_names_dot_dotdot_and_bad_handles() {
     let mut wrong_kind = f;
     wrong_kind.0[1] = 1;
     wrong_kind.0[28..36].copy_from_slice(&[0; 8]);
-    assert_eq!(e.getattr(&wrong_kind), Err(NfsError::Stale), "a file's path with kind directory");
+    assert_eq!(
+        e.getattr(&wrong_kind),
+        Err(NfsError::Stale),
+        "a file's path with kind directory"
+    );
     // Another cluster key: nothing resolves.
     let other = Exports::new(
         HandleKey([1; 32]),
-        vec![ExportSpec::new("t", b"/images/t", ExportSource::Directory(root_dir.clone()))],
+        vec![ExportSpec::new(
+            "t",
+            b"/images/t",
+            ExportSource::Directory(root_dir.clone()),
+        )],
         ExportsConfig::default(),
     )
     .unwrap();
     other.rescan("t").unwrap();
     assert_eq!(other.getattr(&f), Err(NfsError::Stale));
-    assert!(Exports::new(key(), vec![ExportSpec::new("t", b"rel", ExportSource::Directory(root_dir.clone()))], ExportsConfig::default()).is_err());
+    assert!(Exports::new(
+        key(),
+        vec![ExportSpec::new(
+            "t",
+            b"rel",
+            ExportSource::Directory(root_dir.clone())
+        )],
+        ExportsConfig::default()
+    )
+    .is_err());
     assert!(Exports::new(
         key(),
         vec![
@@ -455,10 +602,17 @@ fn version_switch_keeps_old_handles_until_retention_runs_out() {
     fs::write(r1.join("gone"), b"deleted in v2").unwrap();
     fs::write(r1.join("sub/keep"), b"keep").unwrap();
     std::os::unix::fs::symlink("versions/v1", images.join("current")).unwrap();
-    let spec = ExportSpec::new("deb", b"/images/deb", ExportSource::Current(images.join("current")));
+    let spec = ExportSpec::new(
+        "deb",
+        b"/images/deb",
+        ExportSource::Current(images.join("current")),
+    );
     let e = Exports::new(key(), vec![spec], ExportsConfig::default()).unwrap();
     assert_eq!(e.rescan("deb").unwrap(), RescanOutcome::Ready);
-    assert!(images.join("versions/v1/nfs-index").exists(), "index cache written beside the tree");
+    assert!(
+        images.join("versions/v1/nfs-index").exists(),
+        "index cache written beside the tree"
+    );
     assert!(!r1.join("nfs-index").exists());
     assert_eq!(e.stats("deb").unwrap().version, "v1");
     let root = e.mount(b"/images/deb").unwrap();
@@ -479,25 +633,53 @@ fn version_switch_keeps_old_handles_until_retention_runs_out() {
     assert_eq!(e.generation("deb"), Some(2));
     let st = e.stats("deb").unwrap();
     assert_eq!((st.version.as_str(), st.retained), ("v2", 1));
-    assert_eq!(st.hashed_files, 2, "only the changed and the new file are hashed: {st:?}");
+    assert_eq!(
+        st.hashed_files, 2,
+        "only the changed and the new file are hashed: {st:?}"
+    );
 
-    assert_eq!(h(b"same"), (h_same, a_same), "unchanged file: same handle and attributes");
-    assert_eq!(e.lookup(&root, b"sub").unwrap().0, h_sub, "directories keep their handle");
+    assert_eq!(
+        h(b"same"),
+        (h_same, a_same),
+        "unchanged file: same handle and attributes"
+    );
+    assert_eq!(
+        e.lookup(&root, b"sub").unwrap().0,
+        h_sub,
+        "directories keep their handle"
+    );
     let (h_changed2, a_changed2) = h(b"changed");
     assert_ne!(h_changed2, h_changed);
-    assert_eq!(h_changed2.0[..28], h_changed.0[..28], "same path, new generation");
+    assert_eq!(
+        h_changed2.0[..28],
+        h_changed.0[..28],
+        "same path, new generation"
+    );
     assert_ne!(a_changed2.fileid, a_changed.fileid);
     let mut buf = [0u8; 64];
     let (n, eof, attr) = e.read(&h_changed, 0, &mut buf).unwrap();
-    assert_eq!((&buf[..n], eof, attr), (&b"old"[..], true, a_changed), "old handle reads the retained version");
+    assert_eq!(
+        (&buf[..n], eof, attr),
+        (&b"old"[..], true, a_changed),
+        "old handle reads the retained version"
+    );
     let (n, _, _) = e.read(&h_changed2, 0, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"new content!");
-    assert!(e.getattr(&h_gone).is_ok(), "deleted path still served by the retained version");
+    assert!(
+        e.getattr(&h_gone).is_ok(),
+        "deleted path still served by the retained version"
+    );
     assert_eq!(e.lookup(&root, b"gone"), Err(NfsError::NoEnt));
     let (h_new, _) = e.lookup(&h_sub, b"newfile").unwrap();
     let (n, _, _) = e.read(&h_new, 0, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"fresh");
-    let names: Vec<Vec<u8>> = e.readdir(&h_sub, 0, 100).unwrap().0.into_iter().map(|d| d.name).collect();
+    let names: Vec<Vec<u8>> = e
+        .readdir(&h_sub, 0, 100)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     assert!(names.contains(&b"newfile".to_vec()));
     assert!(e.getattr(&root).unwrap().mtime >= root_mtime_v1);
 
@@ -505,13 +687,25 @@ fn version_switch_keeps_old_handles_until_retention_runs_out() {
     // v1 falls out of retention (keep_versions = 2).
     publish(&images, "v2", "v3", |_| {});
     assert_eq!(e.rescan("deb").unwrap(), RescanOutcome::Switched);
-    assert_eq!(e.stats("deb").unwrap().hashed_files, 0, "v3 reuses v2's index file (copied with the version)");
+    assert_eq!(
+        e.stats("deb").unwrap().hashed_files,
+        0,
+        "v3 reuses v2's index file (copied with the version)"
+    );
     assert!(e.getattr(&h_gone).is_ok(), "v1 still retained");
     publish(&images, "v3", "v4", |_| {});
     assert_eq!(e.rescan("deb").unwrap(), RescanOutcome::Switched);
-    assert_eq!(e.generation("deb"), Some(2), "same content, same generation");
+    assert_eq!(
+        e.generation("deb"),
+        Some(2),
+        "same content, same generation"
+    );
     assert_eq!(e.stats("deb").unwrap().retained, 2);
-    assert_eq!(e.getattr(&h_gone), Err(NfsError::Stale), "deleted path STALE once retention ran out");
+    assert_eq!(
+        e.getattr(&h_gone),
+        Err(NfsError::Stale),
+        "deleted path STALE once retention ran out"
+    );
     // The changed file's old handle falls back to the current node at that path.
     let a = e.getattr(&h_changed).unwrap();
     assert_eq!((a.size, a.fileid), (12, a_changed.fileid));
@@ -535,11 +729,24 @@ fn in_place_edits_are_picked_up_by_rescans() {
     let mut spec = ExportSpec::new("host", b"/host", ExportSource::Directory(dir.clone()));
     spec.exclude = vec![PathBuf::from("proc"), PathBuf::from("/var/state/")];
     spec.index_file = Some(cache.clone());
-    let e = Arc::new(Exports::new(key(), vec![spec.clone()], ExportsConfig { rescan_interval: Duration::from_millis(50), ..Default::default() }).unwrap());
+    let e = Arc::new(
+        Exports::new(
+            key(),
+            vec![spec.clone()],
+            ExportsConfig {
+                rescan_interval: Duration::from_millis(50),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
     let rescanner = e.start_rescanner().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !e.is_ready("host") {
-        assert!(Instant::now() < deadline, "background rescanner never built the index");
+        assert!(
+            Instant::now() < deadline,
+            "background rescanner never built the index"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let root = e.mount(b"/host").unwrap();
@@ -552,9 +759,17 @@ fn in_place_edits_are_picked_up_by_rescans() {
     let g0 = e.generation("host").unwrap();
 
     // Same size, mtime put back afterwards: only the ctime/inode identity shows the change.
-    let old_mtime = fs::metadata(dir.join("etc/conf")).unwrap().modified().unwrap();
+    let old_mtime = fs::metadata(dir.join("etc/conf"))
+        .unwrap()
+        .modified()
+        .unwrap();
     fs::write(dir.join("etc/conf"), b"bbbb").unwrap();
-    fs::File::options().write(true).open(dir.join("etc/conf")).unwrap().set_modified(old_mtime).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(dir.join("etc/conf"))
+        .unwrap()
+        .set_modified(old_mtime)
+        .unwrap();
     fs::remove_file(dir.join("etc/del")).unwrap();
     fs::write(dir.join("etc/new"), b"new file").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -569,8 +784,15 @@ fn in_place_edits_are_picked_up_by_rescans() {
     assert_eq!(conf2_attr.mtime, conf_attr.mtime);
     let mut buf = [0u8; 16];
     let (n, _, attr) = e.read(&conf, 0, &mut buf).unwrap();
-    assert_eq!(&buf[..n], b"bbbb", "an old handle of an edited-in-place file reads the current content");
-    assert_eq!(attr.fileid, conf_attr.fileid, "fileid follows the handle presented");
+    assert_eq!(
+        &buf[..n],
+        b"bbbb",
+        "an old handle of an edited-in-place file reads the current content"
+    );
+    assert_eq!(
+        attr.fileid, conf_attr.fileid,
+        "fileid follows the handle presented"
+    );
     assert_eq!(e.getattr(&del), Err(NfsError::Stale));
     assert_eq!(e.lookup(&etc, b"del"), Err(NfsError::NoEnt));
 
@@ -588,7 +810,11 @@ fn in_place_edits_are_picked_up_by_rescans() {
     e3.rescan("host").unwrap();
     assert_eq!(e3.stats("host").unwrap().hashed_files, 2);
     assert_eq!(e3.getattr(&conf2).unwrap(), e.getattr(&conf2).unwrap());
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2, "no temp files left beside the cache");
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        2,
+        "no temp files left beside the cache"
+    );
 }
 
 #[test]
@@ -606,14 +832,22 @@ fn reads_never_leave_the_root() {
     let root = e.mount(b"/images/t").unwrap();
     let (out, attr) = e.lookup(&root, b"out").unwrap();
     assert_eq!(attr.ftype, FileType::Symlink);
-    assert_eq!(e.lookup(&out, b"secret"), Err(NfsError::NotDir), "no lookup through a symlink");
+    assert_eq!(
+        e.lookup(&out, b"secret"),
+        Err(NfsError::NotDir),
+        "no lookup through a symlink"
+    );
     let (d, _) = e.lookup(&root, b"d").unwrap();
     let (secret, _) = e.lookup(&d, b"secret").unwrap();
     // Swap the indexed directory for a symlink pointing outside, behind the index's back.
     fs::rename(dir.join("d"), dir.join("d.old")).unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("d")).unwrap();
     let mut buf = [0u8; 16];
-    assert_eq!(e.read(&secret, 0, &mut buf), Err(NfsError::Io), "the symlink is not followed");
+    assert_eq!(
+        e.read(&secret, 0, &mut buf),
+        Err(NfsError::Io),
+        "the symlink is not followed"
+    );
 }
 
 #[test]
@@ -628,7 +862,9 @@ fn rescan_of_unchanged_tree_and_hash_throughput() {
         }
     }
     let mut big = fs::File::create(dir.join("big")).unwrap();
-    let chunk: Vec<u8> = (0..1 << 20).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     for _ in 0..256 {
         big.write_all(&chunk).unwrap();
     }
@@ -654,11 +890,18 @@ fn rescan_of_unchanged_tree_and_hash_throughput() {
         times.push(t.elapsed());
     }
     times.sort();
-    println!("rescan of an unchanged {}-entry tree: median {:?} (min {:?}, max {:?})", st.entries, times[2], times[0], times[4]);
+    println!(
+        "rescan of an unchanged {}-entry tree: median {:?} (min {:?}, max {:?})",
+        st.entries, times[2], times[0], times[4]
+    );
     let t = Instant::now();
     let dir_fd = nfs::io::open_dir(&dir).unwrap();
     let (h, n) = nfs::index::hash_file(dir_fd.as_fd(), b"big").unwrap();
     let el = t.elapsed();
-    println!("BLAKE3 of a 256 MiB file (warm cache, one thread): {:?} = {:.0} MiB/s", el, n as f64 / (1 << 20) as f64 / el.as_secs_f64());
+    println!(
+        "BLAKE3 of a 256 MiB file (warm cache, one thread): {:?} = {:.0} MiB/s",
+        el,
+        n as f64 / (1 << 20) as f64 / el.as_secs_f64()
+    );
     assert_eq!(h, blake3::hash(&fs::read(dir.join("big")).unwrap()));
 }
