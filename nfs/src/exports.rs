@@ -123,6 +123,8 @@ pub struct ExportStats {
     pub retained: usize,
     pub last_rescan: Option<SystemTime>,
     pub last_rescan_took: Duration,
+    /// The last rescan found every lstat fact unchanged and built nothing.
+    pub last_rescan_fast: bool,
     pub last_error: Option<String>,
 }
 
@@ -209,6 +211,16 @@ impl Exports {
                     spec.name,
                     lossy(&spec.path)
                 )));
+            }
+            if let (ExportSource::Directory(dir), Some(f)) = (&spec.source, &spec.index_file) {
+                // Inside the tree it would be served, and rewriting it would change the tree.
+                if f.starts_with(dir) {
+                    return Err(ExportError::Config(format!(
+                        "export {}: index file {} is inside the exported tree",
+                        spec.name,
+                        f.display()
+                    )));
+                }
             }
             let id = handle::export_id(&key, &spec.name);
             if by_id.insert(id, exports.len()).is_some() {
@@ -324,29 +336,69 @@ impl Exports {
             cache: cache.as_ref(),
             now_ns: index::now_ns(),
         };
-        let (new_index, tree, report) =
-            index::build_from_disk(&self.key, e.id, &root, root_fd.as_fd(), &opts).map_err(
-                |source| ExportError::Index {
-                    name: name.to_string(),
-                    source,
-                },
-            )?;
-        let content_changed = previous
-            .as_ref()
-            .is_none_or(|p| p.index.digest() != new_index.digest());
-        if same_root && !content_changed {
+        let index_err = |source| ExportError::Index {
+            name: name.to_string(),
+            source,
+        };
+        let walk_started = Instant::now();
+        let tree = index::walk(&root, &e.spec.exclude).map_err(index_err)?;
+        if same_root
+            && previous
+                .as_ref()
+                .is_some_and(|p| p.index.matches_walk(&tree))
+        {
+            // The common case every interval: no lstat fact moved, skip hashing and building.
             let mut st = lock(&e.stats);
             st.last_rescan = Some(SystemTime::now());
             st.last_rescan_took = started.elapsed();
+            st.last_rescan_fast = true;
             st.last_error = None;
             return Ok(RescanOutcome::Unchanged);
         }
+        let (new_index, tree, report) = index::build_from_tree(
+            &self.key,
+            e.id,
+            tree,
+            root_fd.as_fd(),
+            &opts,
+            walk_started.elapsed(),
+        )
+        .map_err(index_err)?;
+        let content_changed = previous
+            .as_ref()
+            .is_none_or(|p| p.index.digest() != new_index.digest());
         if let Some(p) = &cache_path {
             if let Err(err) = index::write_cache(p, &tree, &new_index) {
                 tracing::warn!(export = %name, path = %p.display(), error = %err, "nfs: cannot write index cache");
             }
         }
         drop(tree);
+        if let (true, false, Some(state), Some(prev)) =
+            (same_root, content_changed, &state, &previous)
+        {
+            // Same served content, but local facts moved (a touch, entries that were racily
+            // clean): keep the new index so the next rescan can take the fast path. Equal
+            // digests mean equal node numbering, so the version serial (and its cached fds)
+            // stays valid.
+            let version = Arc::new(Version {
+                serial: prev.serial,
+                label: prev.label.clone(),
+                root,
+                root_fd,
+                index: new_index,
+            });
+            let new_state = Arc::new(State {
+                current: version,
+                retained: state.retained.clone(),
+            });
+            *e.state.write().unwrap_or_else(|p| p.into_inner()) = Some(new_state);
+            let mut st = lock(&e.stats);
+            st.last_rescan = Some(SystemTime::now());
+            st.last_rescan_took = started.elapsed();
+            st.last_rescan_fast = false;
+            st.last_error = None;
+            return Ok(RescanOutcome::Unchanged);
+        }
         let version = Arc::new(Version {
             serial: self.serial.fetch_add(1, Ordering::Relaxed),
             label,
@@ -398,6 +450,7 @@ impl Exports {
             retained: n_retained,
             last_rescan: Some(SystemTime::now()),
             last_rescan_took: started.elapsed(),
+            last_rescan_fast: false,
             last_error: None,
         };
         Ok(if previous.is_none() {

@@ -115,8 +115,14 @@ impl Meta {
 
     /// Local identity: changes whenever the inode is replaced or its content/metadata touched
     /// (ctime cannot be set by tools, mtime can). Only compared on the same host, never served.
+    /// 0 = "racily clean" (see [`walk`]): matches nothing, so the content is hashed again.
     pub fn local_tag(&self) -> u64 {
-        self.ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (self.ctime_ns as u64).rotate_left(29)
+        if self.ctime_ns == RACY {
+            return 0;
+        }
+        let t =
+            self.ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (self.ctime_ns as u64).rotate_left(29);
+        t.max(1)
     }
 }
 
@@ -777,6 +783,52 @@ impl Index {
         }
     }
 
+    /// True when a fresh walk of the same root shows exactly the entries this index was built
+    /// from, with the same lstat facts and local identities: nothing to hash, nothing to build.
+    /// Relies on both being in walk order (sorted names, pre-order), which [`walk`] guarantees.
+    pub fn matches_walk(&self, tree: &RawTree) -> bool {
+        if tree.entries.len() != self.nodes.len() {
+            return false;
+        }
+        tree.entries
+            .iter()
+            .zip(&self.nodes)
+            .enumerate()
+            .all(|(i, (e, nd))| {
+                let m = &e.meta;
+                let path = tree.path(e);
+                let same_place = if i == 0 {
+                    path.is_empty()
+                } else {
+                    let parent = tree.path(&tree.entries[nd.parent as usize]);
+                    let name = &self.arena
+                        [nd.name_off as usize..nd.name_off as usize + nd.name_len as usize];
+                    let sep = usize::from(!parent.is_empty());
+                    (nd.parent as usize) < i
+                        && path.len() == parent.len() + sep + name.len()
+                        && path.starts_with(parent)
+                        && path.ends_with(name)
+                        && (sep == 0 || path[parent.len()] == b'/')
+                };
+                let data = match m.ftype {
+                    FileType::Regular => m.size,
+                    FileType::CharDevice | FileType::BlockDevice => m.rdev,
+                    _ => nd.data,
+                };
+                same_place
+                    && nd.ftype == m.ftype as u8
+                    && nd.mode as u32 == m.mode
+                    && nd.uid == m.uid
+                    && nd.gid == m.gid
+                    && nd.data == data
+                    && nd.mtime_ns == m.mtime_ns
+                    && nd.local != 0
+                    && nd.local == m.local_tag()
+                    && (m.ftype != FileType::Symlink
+                        || self.target(i as NodeId) == Some(tree.target(e)))
+            })
+    }
+
     pub fn listing_since_ns(&self, dir: NodeId) -> Option<i64> {
         let nd = &self.nodes[dir as usize];
         (nd.ftype == FileType::Directory as u8)
@@ -834,6 +886,12 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// `ctime_ns` of an entry changed too recently to trust its lstat facts later.
+const RACY: i64 = i64::MIN;
+
+/// Entries whose ctime is this close to the walk are re-hashed by the next rescan.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
 fn normalize(p: &Path) -> Vec<u8> {
     let b = p.as_os_str().as_bytes();
     let b = b.strip_prefix(b"/").unwrap_or(b);
@@ -854,6 +912,7 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
             .unwrap_or_default()
     };
     let mut tree = RawTree::default();
+    let started_ns = now_ns();
     let it = walkdir::WalkDir::new(root)
         .follow_links(false)
         .same_file_system(true)
@@ -884,9 +943,16 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
                 continue;
             }
         };
-        let Some(meta) = Meta::from_std(&md) else {
+        let Some(mut meta) = Meta::from_std(&md) else {
             continue;
         };
+        if meta.ctime_ns > started_ns.saturating_sub(RACY_WINDOW_NS) {
+            // Changed just before or during this walk: timestamps are coarse (a jiffy), so a
+            // second same-size write could leave every lstat fact as it is now. Record a local
+            // identity that will not match, so the next rescan hashes it again (git's "racily
+            // clean" entries). The ctime is never served.
+            meta.ctime_ns = RACY;
+        }
         let relpath = rel(entry.path());
         let (target, generation) = match meta.ftype {
             FileType::Symlink => match fs::read_link(entry.path()) {
@@ -949,9 +1015,23 @@ pub fn build_from_disk(
     opts: &BuildOptions<'_>,
 ) -> Result<(Index, RawTree, BuildReport), IndexError> {
     let t0 = Instant::now();
-    let mut tree = walk(root, opts.exclude)?;
+    let tree = walk(root, opts.exclude)?;
+    let walked = t0.elapsed();
+    build_from_tree(key, export, tree, root_fd, opts, walked)
+}
+
+/// Second half of [`build_from_disk`] for a tree already walked (`walked` = time it took).
+pub fn build_from_tree(
+    key: &HandleKey,
+    export: ExportId,
+    mut tree: RawTree,
+    root_fd: BorrowedFd<'_>,
+    opts: &BuildOptions<'_>,
+    walked: Duration,
+) -> Result<(Index, RawTree, BuildReport), IndexError> {
+    let t0 = Instant::now();
     let mut report = BuildReport {
-        walk: t0.elapsed(),
+        walk: walked,
         ..Default::default()
     };
     let t1 = Instant::now();
@@ -971,6 +1051,7 @@ pub fn build_from_disk(
         let reuse_prev = opts.previous.and_then(|prev| {
             let n = prev.find(&handle::object_id(key, export, &path))?;
             let same = prev.ftype(n) == FileType::Regular
+                && prev.local_tag(n) != 0
                 && prev.local_tag(n) == meta.local_tag()
                 && prev.size(n) == meta.size
                 && prev.nodes[n as usize].mtime_ns == meta.mtime_ns
@@ -984,7 +1065,8 @@ pub fn build_from_disk(
             // Same served facts; and if it is the same inode, it must not have been touched
             // since (a content change with a clamped mtime still moves ctime).
             let trusted = c.meta.same_served(&meta)
-                && (c.meta.ino != meta.ino || c.meta.ctime_ns == meta.ctime_ns);
+                && (c.meta.ino != meta.ino
+                    || (c.meta.ctime_ns == meta.ctime_ns && c.meta.ctime_ns != RACY));
             (trusted && c.generation != 0).then_some(c.generation)
         });
         let g = match reuse {
@@ -1023,7 +1105,7 @@ pub fn build_from_disk(
     };
     let index = Index::build(key, export, &tree, &history)?;
     report.entries = index.len();
-    report.total = t0.elapsed();
+    report.total = t0.elapsed() + walked;
     Ok((index, tree, report))
 }
 
@@ -1364,7 +1446,11 @@ mod tests {
             b"c",
             "smallest relpath in byte order"
         );
-        assert_eq!(ix.attributes(&k, zz, &ix.handle(zz)).nlink, 3, "three names");
+        assert_eq!(
+            ix.attributes(&k, zz, &ix.handle(zz)).nlink,
+            3,
+            "three names"
+        );
         // Every name's own path hash resolves to the group.
         assert_eq!(
             ix.canonical(ix.find(&handle::object_id(&k, e, b"d/b")).unwrap()),

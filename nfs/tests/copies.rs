@@ -796,6 +796,14 @@ fn in_place_edits_are_picked_up_by_rescans() {
     assert_eq!(e.getattr(&del), Err(NfsError::Stale));
     assert_eq!(e.lookup(&etc, b"del"), Err(NfsError::NoEnt));
 
+    // Files changed less than 2 s before a walk are hashed again by the next rescan (their
+    // timestamps are too coarse to trust); after that, rescans take the fast path.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(e.rescan("host").unwrap(), RescanOutcome::Unchanged);
+    assert!(!e.stats("host").unwrap().last_rescan_fast);
+    assert_eq!(e.rescan("host").unwrap(), RescanOutcome::Unchanged);
+    assert!(e.stats("host").unwrap().last_rescan_fast);
+
     // The index cache: a new server reuses every hash; a corrupt one hashes everything.
     assert!(cache.exists());
     let e2 = Exports::new(key(), vec![spec.clone()], ExportsConfig::default()).unwrap();
@@ -883,11 +891,15 @@ fn rescan_of_unchanged_tree_and_hash_throughput() {
         st.index_memory as f64 / st.entries as f64
     );
     assert_eq!(st.entries, 15_152);
+    // Let the just-written files leave the "racily clean" window, settle once.
+    std::thread::sleep(Duration::from_millis(2100));
+    e.rescan("t").unwrap();
     let mut times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
         assert_eq!(e.rescan("t").unwrap(), RescanOutcome::Unchanged);
         times.push(t.elapsed());
+        assert!(e.stats("t").unwrap().last_rescan_fast);
     }
     times.sort();
     println!(
