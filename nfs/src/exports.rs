@@ -302,8 +302,13 @@ impl Exports {
     pub fn rescan_all(&self) {
         for e in &self.exports {
             if let Err(err) = self.rescan(&e.spec.name) {
-                tracing::warn!(export = %e.spec.name, error = %err, "nfs rescan failed; still serving the previous version");
-                lock(&e.stats).last_error = Some(err.to_string());
+                let msg = err.to_string();
+                let mut st = lock(&e.stats);
+                // Once per distinct failure, not every interval.
+                if st.last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(export = %e.spec.name, error = %msg, "nfs rescan failed; still serving the previous version");
+                }
+                st.last_error = Some(msg);
             }
         }
     }
@@ -547,7 +552,10 @@ fn resolve_source(spec: &ExportSpec) -> Result<(PathBuf, String, Option<PathBuf>
     };
     match &spec.source {
         ExportSource::Directory(dir) => {
-            Ok((dir.clone(), "dir".to_string(), spec.index_file.clone()))
+            // Resolved once per rescan: a configured path that is itself a symlink is followed
+            // here, deliberately, and nowhere below it.
+            let root = fs::canonicalize(dir).map_err(|s| err("resolving", dir, s))?;
+            Ok((root, "dir".to_string(), spec.index_file.clone()))
         }
         ExportSource::Current(link) => {
             let target = fs::read_link(link).map_err(|s| err("reading link", link, s))?;
@@ -708,7 +716,9 @@ impl Filesystem for Exports {
         let file = self
             .fds
             .get_or_open((v.serial, c), || {
-                fio::open_beneath(v.root_fd.as_fd(), &v.index.relpath(c))
+                let fd = fio::open_beneath(v.root_fd.as_fd(), &v.index.relpath(c))?;
+                fio::advise_sequential(fd.as_fd());
+                Ok(fd)
             })
             .map_err(|e| io_err("open", e))?;
         let (got, hit_eof) =

@@ -168,6 +168,15 @@ pub fn open_by_components(root: BorrowedFd<'_>, relpath: &[u8]) -> io::Result<Ow
     dir.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
+/// Clients read files front to back in rsize pieces: ask the kernel for a larger readahead.
+/// Advice only, failure is harmless.
+pub fn advise_sequential(fd: BorrowedFd<'_>) {
+    // SAFETY: a valid fd; the call does not touch memory.
+    unsafe {
+        libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
 /// `pread` until `buf` is full or the file ends (a short read is not the end of the file).
 /// Returns the bytes read and whether the end of the file was hit.
 pub fn read_full_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<(usize, bool)> {

@@ -835,7 +835,10 @@ fn reads_never_leave_the_root() {
     fs::write(dir.join("d/secret"), b"inside!").unwrap();
     fs::write(outside.join("secret"), b"OUTSIDE").unwrap();
     std::os::unix::fs::symlink(&outside, dir.join("out")).unwrap();
-    let e = dir_exports("t", &dir);
+    // The configured path may itself be a symlink (followed once, at the top).
+    let via_link = tmp.path().join("t-link");
+    std::os::unix::fs::symlink(&dir, &via_link).unwrap();
+    let e = dir_exports("t", &via_link);
     e.rescan("t").unwrap();
     let root = e.mount(b"/images/t").unwrap();
     let (out, attr) = e.lookup(&root, b"out").unwrap();
