@@ -283,8 +283,12 @@ pub fn dir_size(name_lens: impl Iterator<Item = usize>) -> u64 {
 /// Sort `entries` (natural cookie, name) and make cookies strictly increasing: on equal
 /// hashes the later name in byte order takes the next free value (design §1.4). Deterministic
 /// on every copy because it only depends on the names.
-pub fn assign_cookies<'a, T>(entries: &mut [(u64, T)], name: impl Fn(&T) -> &'a [u8]) {
-    entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| name(&a.1).cmp(name(&b.1))));
+/// `cmp_names` orders two entries by their name bytes.
+pub fn assign_cookies<T>(
+    entries: &mut [(u64, T)],
+    cmp_names: impl Fn(&T, &T) -> std::cmp::Ordering,
+) {
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| cmp_names(&a.1, &b.1)));
     for i in 1..entries.len() {
         if entries[i].0 <= entries[i - 1].0 {
             entries[i].0 = entries[i - 1].0 + 1;
@@ -474,7 +478,7 @@ impl Index {
                 let nd = &nodes[*k as usize];
                 &arena[nd.name_off as usize..nd.name_off as usize + nd.name_len as usize]
             };
-            assign_cookies(&mut scratch, name_of);
+            assign_cookies(&mut scratch, |a, b| name_of(a).cmp(name_of(b)));
             let mut subdirs = 0u32;
             let mut listing = blake3::Hasher::new();
             for (j, &(cookie, k)) in scratch.iter().enumerate() {
@@ -1338,7 +1342,7 @@ mod tests {
     fn cookies_resolve_collisions_deterministically() {
         let mut v: Vec<(u64, &[u8])> =
             vec![(10, b"b"), (10, b"a"), (11, b"c"), (5, b"z"), (10, b"d")];
-        assign_cookies(&mut v, |n: &&[u8]| *n);
+        assign_cookies(&mut v, |a, b| a.cmp(b));
         let got: Vec<(u64, &[u8])> = v.clone();
         assert_eq!(
             got,
