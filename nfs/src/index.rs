@@ -366,6 +366,8 @@ impl Index {
                 (ROOT, &b""[..])
             } else {
                 let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+                    // "/y" would be a child of the root whose object id is not that of "y".
+                    Some(0) => return Err(malformed(path, "leading slash")),
                     Some(p) => (&path[..p], &path[p + 1..]),
                     None => (&b""[..], path),
                 };
@@ -1410,7 +1412,15 @@ mod tests {
     fn malformed_trees_are_refused() {
         let k = key();
         let e = handle::export_id(&k, "t");
-        for bad in [&b"x/y"[..], b"d/.", b"d/..", b"d//z", b"d/a\0b"] {
+        for bad in [
+            &b"x/y"[..],
+            b"d/.",
+            b"d/..",
+            b"d//z",
+            b"d/a\0b",
+            b"/d",
+            b"d/",
+        ] {
             let t = small_tree(&[bad]);
             assert!(
                 matches!(
