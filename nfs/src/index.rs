@@ -1496,6 +1496,21 @@ mod tests {
     }
 
     #[test]
+    fn object_id_collision_refuses_the_version_naming_both_paths() {
+        // Two entries with one path are the only way to get equal 128-bit ids on purpose.
+        let k = key();
+        let e = handle::export_id(&k, "t");
+        let t = small_tree(&[b"d/same", b"d/same"]);
+        match Index::build(&k, e, &t, &History::default()) {
+            Err(err @ IndexError::Collision { .. }) => {
+                let msg = err.to_string();
+                assert_eq!(msg.matches("d/same").count(), 2, "{msg}");
+            }
+            other => panic!("expected a collision, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn names_are_validated() {
         assert_eq!(check_name(b""), Err(NfsError::NoEnt));
         assert_eq!(check_name(b"a/b"), Err(NfsError::NoEnt));

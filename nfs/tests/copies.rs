@@ -941,3 +941,55 @@ fn rescan_of_unchanged_tree_and_hash_throughput() {
     );
     assert_eq!(h, blake3::hash(&fs::read(dir.join("big")).unwrap()));
 }
+
+#[test]
+fn reads_continue_across_version_switches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images/x");
+    let r1 = images.join("versions/v1/root");
+    fs::create_dir_all(&r1).unwrap();
+    fs::write(r1.join("bin"), vec![1u8; 300_000]).unwrap();
+    fs::write(r1.join("conf"), b"v1").unwrap();
+    std::os::unix::fs::symlink("versions/v1", images.join("current")).unwrap();
+    let spec = ExportSpec::new("x", b"/x", ExportSource::Current(images.join("current")));
+    let e = Arc::new(Exports::new(key(), vec![spec], ExportsConfig::default()).unwrap());
+    e.rescan("x").unwrap();
+    let root = e.mount(b"/x").unwrap();
+    let (bin, _) = e.lookup(&root, b"bin").unwrap();
+    let (conf_v1, _) = e.lookup(&root, b"conf").unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (e, stop) = (e.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // A running program's binary and an old config handle: never an error.
+                    let (n, _, _) = e.read(&bin, 65536, &mut buf).unwrap();
+                    assert!(n == 65536 && buf.iter().all(|&b| b == 1));
+                    let (n, _, _) = e.read(&conf_v1, 0, &mut buf).unwrap();
+                    assert!(n > 0);
+                    let names = e.readdir(&root, 0, 100).unwrap().0;
+                    assert!(names.len() >= 4);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for v in 2..=6 {
+        publish(&images, &format!("v{}", v - 1), &format!("v{v}"), |r| {
+            fs::write(r.join("conf"), format!("v{v}")).unwrap();
+        });
+        assert_eq!(e.rescan("x").unwrap(), RescanOutcome::Switched);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(total > 0);
+    assert_eq!(e.generation("x"), Some(6));
+    let (conf, _) = e.lookup(&root, b"conf").unwrap();
+    let mut buf = [0u8; 8];
+    let (n, _, _) = e.read(&conf, 0, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"v6");
+}
