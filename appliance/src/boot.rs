@@ -64,6 +64,13 @@ impl BootFiles {
             Transfer::Http => (c.http_base(), "http"),
             Transfer::Tftp => (format!("tftp://{}", c.network.address), "tftp"),
         };
+        let nfs_root = c.nfs.enabled
+            && c.nfs.kernel_exports_file.is_none()
+            && (c.boot.nfs_root || image_has_root(&c.boot.images_dir, &image));
+        let mut cmdline = c.boot.cmdline.clone();
+        if nfs_root && !c.nfs.mount_options.is_empty() {
+            cmdline.push_str(&format!(" cm.nfsopts={}", c.nfs.mount_options));
+        }
         let ctx = ScriptContext {
             name,
             mac: mac.to_string(),
@@ -71,17 +78,26 @@ impl BootFiles {
             base,
             transfer: transfer.into(),
             master: c.http_base(),
-            cmdline: c.boot.cmdline.clone(),
+            cmdline,
             member,
             // The address that follows the active master (the virtual IP under HA), so a
             // node's root survives a failover.
-            nfs_server: c
-                .boot
-                .nfs_root
-                .then(|| crate::cli_overlay::master_address(c).to_string()),
+            nfs_server: nfs_root.then(|| {
+                    c.nfs
+                        .server_address
+                        .unwrap_or_else(|| crate::cli_overlay::master_address(c))
+                        .to_string()
+                }),
         };
         Ok(self.template.render(&ctx)?)
     }
+}
+
+/// Whether `image` has a root tree in the store that nodes mount over NFS (images made by
+/// `cargo xtask build-image` alone are a kernel and an initramfs, and nodes stay in the
+/// initramfs).
+pub fn image_has_root(images_dir: &std::path::Path, image: &str) -> bool {
+    images_dir.join(image).join("current/meta.json").is_file()
 }
 
 /// The directory holding an image's `vmlinuz` and `initramfs.img`: the current version of an

@@ -39,7 +39,8 @@ pub struct NfsConfig {
     /// How often exported trees are checked for files changed in place.
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
-    /// Mount options the node's initramfs uses (`addr=` is added by the node).
+    /// Extra NFS mount options for nodes, appended to the initramfs's own
+    /// ([`NODE_MOUNT_OPTIONS`]); a later option wins, so this can also override one.
     pub mount_options: String,
     /// Instead of serving, write an exports file for the kernel NFS server here (for sites
     /// that keep images on block-replicated storage, where inode numbers survive failover).
@@ -57,21 +58,18 @@ impl Default for NfsConfig {
             handle_key_file: PathBuf::from("nfs/handle.key"),
             keep_versions: 2,
             rescan_interval: Duration::from_secs(2),
-            mount_options: default_mount_options(),
+            mount_options: String::new(),
             kernel_exports_file: None,
         }
     }
 }
 
-/// `hard`: a failover must look like a pause to programs, never an I/O error. `noacl` and
-/// `nolock`: nothing to ask the server for on a read-only shared root. `port`/`mountport`: no
-/// portmapper. `rsize`: 1 MiB reads (the kernel's built-in default is far smaller).
-pub fn default_mount_options() -> String {
-    format!(
-        "ro,vers=3,proto=tcp,port={NFS_PORT},mountport={NFS_PORT},mountproto=tcp,nolock,noacl,\
-         rsize=1048576,hard,timeo=100,retrans=3,acdirmin=1,acdirmax=3"
-    )
-}
+/// What the node initramfs mounts with (images/templates/initramfs/init.sh, kept equal by a
+/// test). `hard`: a failover must look like a pause to programs, never an I/O error. `noacl`
+/// and `nolock`: nothing to ask the server for on a read-only shared root.
+/// `port`/`mountport`: no portmapper. `rsize`: 1 MiB reads (the kernel's built-in default is
+/// far smaller).
+pub const NODE_MOUNT_OPTIONS: &str = "ro,vers=3,proto=tcp,port=2049,mountport=2049,mountproto=tcp,nolock,noacl,rsize=1048576,hard,timeo=100,retrans=3";
 
 /// A parsed `allow` entry.
 pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
@@ -111,10 +109,10 @@ impl NfsConfig {
                 "must be at least 100ms".into(),
             ));
         }
-        if self.mount_options.contains(char::is_whitespace) || self.mount_options.is_empty() {
+        if self.mount_options.contains(char::is_whitespace) {
             return Err((
                 "nfs.mount_options".into(),
-                "must be one comma-separated word, e.g. ro,vers=3,…".into(),
+                "must be one comma-separated word, e.g. acdirmax=10,nconnect=2".into(),
             ));
         }
         if self.mount_options.contains("addr=") {
@@ -147,8 +145,13 @@ mod tests {
     fn defaults_validate_and_mount_without_portmapper() {
         let c = NfsConfig::default();
         c.validate().unwrap();
-        assert!(c.mount_options.contains("port=2049,mountport=2049"));
-        assert!(c.mount_options.contains("hard"));
+        assert!(NODE_MOUNT_OPTIONS.contains("port=2049,mountport=2049"));
+        assert!(NODE_MOUNT_OPTIONS.contains("hard"));
+        let init = include_str!("../../images/templates/initramfs/init.sh");
+        assert!(
+            init.contains(&format!("NFS_OPTS=\"{NODE_MOUNT_OPTIONS}\"")),
+            "init.sh mounts with other options than NODE_MOUNT_OPTIONS"
+        );
         let bad = NfsConfig {
             mount_options: "ro,addr=1.2.3.4".into(),
             ..NfsConfig::default()

@@ -29,6 +29,9 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
         None
     };
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    // NFS before the boot services: a node must never get a boot script for a root that is
+    // not indexed and listening yet.
+    let nfs = start_nfs(&config).await?;
     let tracker = if config.boot.enabled {
         Some(start_boot_services(&config, &mut tasks).await?)
     } else {
@@ -43,6 +46,9 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
         }
     };
     tasks.abort_all();
+    if let Some(nfs) = nfs {
+        nfs.shutdown().await;
+    }
     if let Some(tracker) = tracker {
         if let Err(e) = tracker.persist() {
             tracing::error!("cannot save node status at exit: {e:#}");
@@ -56,6 +62,25 @@ async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> Resul
         .await?;
     }
     outcome
+}
+
+/// The embedded NFS server over the image store, or the kernel NFS server's exports file
+/// written instead (`nfs.kernel_exports_file`).
+async fn start_nfs(config: &Config) -> Result<Option<crate::nfs_serve::NfsService>> {
+    if !config.nfs.enabled {
+        return Ok(None);
+    }
+    if let Some(path) = &config.nfs.kernel_exports_file {
+        let text = crate::nfs_serve::kernel_exports(config)?;
+        crate::statefile::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("cannot write nfs.kernel_exports_file {}", path.display()))?;
+        tracing::info!(
+            file = %path.display(),
+            "nfs: wrote the kernel NFS server's exports (run `exportfs -ra` to apply)"
+        );
+        return Ok(None);
+    }
+    Ok(Some(crate::nfs_serve::start(config).await?))
 }
 
 /// The HA runtime and its guard process.
