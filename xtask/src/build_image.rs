@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::agent::{self, Agent};
 use crate::busybox::{self, Busybox};
 use crate::debian::Cache;
-use crate::initramfs::{self, Contents};
+use images::initramfs::{self, Contents};
 use crate::kernel::{self, Kernel, DEFAULT_KERNEL_PACKAGE};
 use crate::manifest::{AgentEntry, BusyboxEntry, FileEntry, InitramfsEntry, KernelEntry, Manifest};
 use crate::ui::Ui;
@@ -22,7 +22,7 @@ use initrd::{Compression, LibraryClosure, LibraryResolver, ModuleIndex};
 /// The cloud kernel has no e1000 driver, so QEMU nodes use virtio-net for BIOS and UEFI alike.
 pub const DEFAULT_COMPRESSION: &str = "zstd:9";
 
-pub const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "nfsv3", "overlay"];
+pub use images::initramfs::DEFAULT_MODULES;
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildImageArgs {
