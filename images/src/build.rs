@@ -201,8 +201,40 @@ pub fn build(
         }
     }
 
-    // 4. Share what did not change with the current version.
+    // 4. Share what did not change with the current version (tree, kernel, initramfs).
     let mut shared = ShareStats::default();
+    if let Some(cm) = current
+        .as_ref()
+        .and_then(|c| store.version_meta(name, c).ok())
+    {
+        let cdir = store.version_dir(name, &cm.version);
+        let pairs = [
+            (
+                store::KERNEL,
+                meta.kernel.as_ref().map(|k| &k.file),
+                cm.kernel.as_ref().map(|k| &k.file),
+            ),
+            (
+                store::INITRAMFS,
+                meta.initramfs.as_ref().map(|i| &i.file),
+                cm.initramfs.as_ref().map(|i| &i.file),
+            ),
+        ];
+        for (f, new, old) in pairs {
+            if new.is_some() && new == old {
+                let tmp = stage.join(".cm-share.tmp");
+                let md = fs::metadata(cdir.join(f))?;
+                share::share_file(
+                    &cdir.join(f),
+                    &tmp,
+                    &crate::tree::Meta::of(&md),
+                    share::ShareMode::ReflinkOrHardlink,
+                    &mut None,
+                )?;
+                fs::rename(&tmp, stage.join(f))?;
+            }
+        }
+    }
     if let (Some(l), Some(cur)) = (&listing, &current) {
         let cdir = store.version_dir(name, cur);
         if let Ok(cl) = Listing::load(&cdir.join(store::LISTING)) {

@@ -43,6 +43,8 @@ pub mod store;
 pub mod tree;
 
 pub use build::{build, BuildOptions, BuildReport, InitramfsOptions};
+/// Initramfs compression (re-exported so callers need not depend on `initrd`).
+pub use initrd::Compression;
 pub use listing::{Listing, ScanOptions};
 pub use meta::{Export, VersionMeta};
 pub use progress::{Console, Progress, Silent};

@@ -11,10 +11,10 @@ use serde::Serialize;
 use crate::agent::{self, Agent};
 use crate::busybox::{self, Busybox};
 use crate::debian::Cache;
-use images::initramfs::{self, Contents};
 use crate::kernel::{self, Kernel, DEFAULT_KERNEL_PACKAGE};
 use crate::manifest::{AgentEntry, BusyboxEntry, FileEntry, InitramfsEntry, KernelEntry, Manifest};
 use crate::ui::Ui;
+use images::initramfs::{self, Contents};
 use initrd::{Compression, LibraryClosure, LibraryResolver, ModuleIndex};
 
 /// Modules a node needs to boot over virtio-net and mount an NFS root with an overlay; their

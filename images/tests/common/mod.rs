@@ -52,7 +52,13 @@ impl Env {
         let modules = fake_modules(&inputs);
         let busybox = fake_busybox(&inputs);
         let store = Store::new(tmp.path().join("state/images"));
-        Env { tmp, store, kernel, modules, busybox }
+        Env {
+            tmp,
+            store,
+            kernel,
+            modules,
+            busybox,
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -103,7 +109,10 @@ pub fn make_root(dir: &Path, files: usize, bulk: usize) {
     fs::hard_link(dir.join("usr/bin/su"), dir.join("usr/bin/su-link")).unwrap();
     let c = std::ffi::CString::new(dir.join("dev/null").as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: valid C string.
-    assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) }, 0);
+    assert_eq!(
+        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0
+    );
     let f = std::ffi::CString::new(dir.join("dev/fifo").as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { libc::mkfifo(f.as_ptr(), 0o600) }, 0);
@@ -128,7 +137,10 @@ pub fn make_root(dir: &Path, files: usize, bulk: usize) {
 pub fn listing_text(root: &Path) -> String {
     images::listing::scan(
         root,
-        &images::ScanOptions { hash: true, ..Default::default() },
+        &images::ScanOptions {
+            hash: true,
+            ..Default::default()
+        },
         &images::Silent,
     )
     .unwrap()
