@@ -11,15 +11,15 @@
 //! - [`ops`]: one RPC call in, one reply out, over a [`fs::Filesystem`] (pure).
 //! - [`io`], [`server`]: file reads and the tokio TCP server (the edges).
 
-pub mod exports;
 pub mod fs;
 pub mod handle;
 pub mod index;
+pub mod exports;
 pub mod io;
-pub mod memfs;
-pub mod ops;
-pub mod proto;
+pub mod xdr;
 pub mod record;
 pub mod rpc;
+pub mod proto;
+pub mod ops;
 pub mod server;
-pub mod xdr;
+pub mod memfs;
