@@ -345,7 +345,7 @@ mod tests {
         )
         .unwrap();
         let busybox = dir.join("busybox");
-        let list = crate::busybox::NEEDED.join(" ");
+        let list = images::initramfs::NEEDED_APPLETS.join(" ");
         fs::write(&busybox, format!("#!/bin/sh\nprintf '%s\\n' {list} '['\n")).unwrap();
         fs::set_permissions(&busybox, fs::Permissions::from_mode(0o755)).unwrap();
 

@@ -10,9 +10,6 @@ use crate::ui::Step;
 /// The package with the statically linked busybox: no shared libraries to carry.
 pub const PACKAGE: &str = "busybox-static";
 
-/// The applets /init and the udhcpc script use.
-pub use images::initramfs::NEEDED_APPLETS as NEEDED;
-
 pub struct Busybox {
     pub path: PathBuf,
     /// Applet names (`sh`, `ip`, …). All go to /bin: PATH covers it, and one directory keeps

@@ -116,7 +116,7 @@ pub fn make_root(dir: &Path, files: usize, bulk: usize) {
     let f = std::ffi::CString::new(dir.join("dev/fifo").as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { libc::mkfifo(f.as_ptr(), 0o600) }, 0);
-    let per = if files == 0 { 0 } else { bulk / files };
+    let per = bulk.checked_div(files).unwrap_or(0);
     for i in 0..files {
         let d = dir.join(format!("usr/share/pkg{}", i % 20));
         fs::create_dir_all(&d).unwrap();
