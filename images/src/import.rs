@@ -44,7 +44,47 @@ pub struct TarOptions {
     pub whiteouts: bool,
 }
 
-/// Unpacks one tar stream (already decompressed) onto the tree.
+/// GNU long names and PAX headers are read into memory; larger ones are refused, so a hostile
+/// archive cannot make the import allocate more than this (the `tar` crate would read them
+/// whole, however large the header claims they are).
+pub const MAX_EXTENSION: u64 = 64 * 1024;
+
+/// What GNU long-name and PAX records say about the next entry.
+#[derive(Default)]
+struct Pending {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<(i64, u32)>,
+}
+
+fn read_extension(entry: &mut tar::Entry<'_, &mut dyn Read>, what: &str) -> Result<Vec<u8>> {
+    let size = entry.size();
+    if size > MAX_EXTENSION {
+        bail!("{what} of {size} bytes (more than {MAX_EXTENSION}): refused");
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < size {
+        bail!("{what}: the archive ends inside it");
+    }
+    Ok(buf)
+}
+
+/// `seconds[.fraction]` of a PAX mtime.
+fn pax_time(v: &str) -> Option<(i64, u32)> {
+    let (s, f) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = s.parse().ok()?;
+    let mut digits: String = f.chars().take(9).filter(|c| c.is_ascii_digit()).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    Some((secs, digits.parse().ok()?))
+}
+
+/// Unpacks one tar stream (already decompressed) onto the tree. Entries are read raw, GNU long
+/// names and PAX records handled here with [`MAX_EXTENSION`] as their bound.
 pub fn apply_tar(
     reader: &mut dyn Read,
     tree: &mut TreeWriter,
@@ -52,13 +92,57 @@ pub fn apply_tar(
     progress: &dyn Progress,
 ) -> Result<()> {
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().context("cannot read the tar archive")?;
+    let entries = archive
+        .entries()
+        .context("cannot read the tar archive")?
+        .raw(true);
+    let mut pending = Pending::default();
     for (n, entry) in entries.enumerate() {
         let mut entry = entry.with_context(|| format!("tar entry #{}: malformed", n + 1))?;
-        let raw = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_gnu_longname() || kind.is_gnu_longlink() {
+            let mut v = read_extension(&mut entry, "GNU long name")?;
+            while v.last() == Some(&0) {
+                v.pop();
+            }
+            if kind.is_gnu_longname() {
+                pending.path = Some(v);
+            } else {
+                pending.link = Some(v);
+            }
+            continue;
+        }
+        if kind.is_pax_global_extensions() {
+            read_extension(&mut entry, "PAX global header")?;
+            continue;
+        }
+        if kind.is_pax_local_extensions() {
+            let v = read_extension(&mut entry, "PAX header")?;
+            for ext in tar::PaxExtensions::new(&v) {
+                let ext = ext.context("malformed PAX record")?;
+                let val = || ext.value().ok();
+                match ext.key_bytes() {
+                    b"path" => pending.path = Some(ext.value_bytes().to_vec()),
+                    b"linkpath" => pending.link = Some(ext.value_bytes().to_vec()),
+                    b"uid" => pending.uid = val().and_then(|v| v.parse().ok()),
+                    b"gid" => pending.gid = val().and_then(|v| v.parse().ok()),
+                    b"mtime" => pending.mtime = val().and_then(pax_time),
+                    // A PAX size overrides the header's for files over 8 GiB; raw iteration
+                    // frames by the header, so such files are refused rather than misread.
+                    b"size" => bail!("PAX size records (files over 8 GiB) are not supported"),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        let p = std::mem::take(&mut pending);
+        let raw = p
+            .path
+            .clone()
+            .unwrap_or_else(|| entry.path_bytes().into_owned());
         let shown = crate::relpath::escape(&raw);
         let rel = RelPath::parse(&raw).map_err(|e| anyhow!("tar entry `{shown}`: {e}: refused"))?;
-        apply_entry(&mut entry, &rel, tree, opts, progress)
+        apply_entry(&mut entry, &rel, &p, tree, opts, progress)
             .with_context(|| format!("tar entry `{shown}`"))?;
         progress.item();
     }
@@ -68,22 +152,47 @@ pub fn apply_tar(
 fn apply_entry(
     entry: &mut tar::Entry<'_, &mut dyn Read>,
     rel: &RelPath,
+    p: &Pending,
     tree: &mut TreeWriter,
     opts: TarOptions,
     progress: &dyn Progress,
 ) -> Result<()> {
     let h = entry.header();
+    let uid = match p.uid {
+        Some(u) => u,
+        None => h.uid().context("bad uid")?,
+    };
+    let gid = match p.gid {
+        Some(g) => g,
+        None => h.gid().context("bad gid")?,
+    };
+    let (mtime, mtime_nsec) = match p.mtime {
+        Some(t) => t,
+        None => (
+            i64::try_from(h.mtime().context("bad mtime")?).context("mtime out of range")?,
+            0,
+        ),
+    };
     let meta = Meta {
         mode: h.mode().context("bad mode")? & 0o7777,
-        uid: u32::try_from(h.uid().context("bad uid")?).context("uid out of range")?,
-        gid: u32::try_from(h.gid().context("bad gid")?).context("gid out of range")?,
-        mtime: i64::try_from(h.mtime().context("bad mtime")?).context("mtime out of range")?,
-        mtime_nsec: 0,
+        uid: u32::try_from(uid).context("uid out of range")?,
+        gid: u32::try_from(gid).context("gid out of range")?,
+        mtime,
+        mtime_nsec,
     };
     let kind = h.entry_type();
     if opts.whiteouts && rel.file_name().starts_with(b".wh.") {
         return tree.whiteout(rel);
     }
+    let link = || -> Result<Vec<u8>> {
+        match &p.link {
+            Some(l) => Ok(l.clone()),
+            None => Ok(entry
+                .link_name_bytes()
+                .ok_or_else(|| anyhow!("link without a target"))?
+                .into_owned()),
+        }
+    };
     use tar::EntryType as T;
     match kind {
         T::Directory => tree.dir(rel, &meta),
@@ -92,16 +201,11 @@ fn apply_entry(
             tree.file(rel, &meta, entry, size, progress)
         }
         T::Symlink => {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| anyhow!("symlink without a target"))?
-                .into_owned();
+            let target = link()?;
             tree.symlink(rel, &meta, &target)
         }
         T::Link => {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| anyhow!("hard link without a target"))?;
+            let target = link()?;
             let target =
                 RelPath::parse(&target).map_err(|e| anyhow!("hard link target: {e}: refused"))?;
             tree.hardlink(rel, &target)
@@ -415,4 +519,101 @@ pub fn from_dir(
         progress.item();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Silent;
+
+    fn header(kind: tar::EntryType, name: &[u8], size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(7);
+        h.set_size(size);
+        h.set_cksum();
+        h
+    }
+
+    fn push(out: &mut Vec<u8>, h: &tar::Header, data: &[u8]) {
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+    }
+
+    fn import(bytes: &[u8]) -> (tempfile::TempDir, Result<()>) {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let mut tree = TreeWriter::new(&root);
+        let mut r: &[u8] = bytes;
+        let res = apply_tar(&mut r, &mut tree, TarOptions::default(), &Silent);
+        (t, res)
+    }
+
+    #[test]
+    fn gnu_long_names_and_pax_records_apply_to_the_next_entry() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let long = format!("{}/file", "d".repeat(150));
+        let mut v = Vec::new();
+        push(
+            &mut v,
+            &header(
+                tar::EntryType::GNULongName,
+                b"././@LongLink",
+                long.len() as u64 + 1,
+            ),
+            format!("{long}\0").as_bytes(),
+        );
+        push(&mut v, &header(tar::EntryType::Regular, b"short", 2), b"hi");
+        // A PAX record is `LEN key=value\n`, LEN counting itself.
+        let rec = |k: &str, v: &str| {
+            let n = k.len() + v.len() + 3;
+            let n = n + format!("{n}").len();
+            format!("{n} {k}={v}\n")
+        };
+        let body = rec("path", "pax/named/file.txt") + &rec("mtime", "1700000000.123456789");
+        push(
+            &mut v,
+            &header(tar::EntryType::XHeader, b"PaxHeader", body.len() as u64),
+            body.as_bytes(),
+        );
+        push(
+            &mut v,
+            &header(tar::EntryType::Regular, b"ignored", 3),
+            b"pax",
+        );
+        v.extend_from_slice(&[0u8; 1024]);
+        let (t, res) = import(&v);
+        res.unwrap();
+        let root = t.path().join("root");
+        assert_eq!(std::fs::read(root.join(&long)).unwrap(), b"hi");
+        assert!(!root.join("short").exists() && !root.join("ignored").exists());
+        let p = root.join("pax/named/file.txt");
+        assert_eq!(std::fs::read(&p).unwrap(), b"pax");
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!((md.mtime(), md.mtime_nsec()), (1_700_000_000, 123_456_789));
+    }
+
+    #[test]
+    fn oversized_extension_headers_are_refused_before_reading() {
+        let mut v = Vec::new();
+        push(
+            &mut v,
+            &header(tar::EntryType::GNULongName, b"././@LongLink", 1 << 30),
+            b"x",
+        );
+        let (_t, res) = import(&v);
+        let e = format!("{:#}", res.unwrap_err());
+        assert!(e.contains("refused"), "{e}");
+        assert_eq!(pax_time("12.5"), Some((12, 500_000_000)));
+        assert_eq!(pax_time("x"), None);
+    }
 }
