@@ -62,6 +62,30 @@ fn share_boot_files(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes the listing beside a tree; when `from` holds the same text (the snapshot of an
+/// unchanged version, the rollback of an unchanged snapshot) the file is shared instead: on a
+/// large image it is a third of what a snapshot would otherwise add.
+fn write_listing(listing: &Listing, from: &Path, stage: &Path) -> Result<()> {
+    let text = listing.to_text();
+    let src = from.join(store::LISTING);
+    if fs::read(&src)
+        .map(|old| old == text.as_bytes())
+        .unwrap_or(false)
+    {
+        let md = fs::metadata(&src)?;
+        share::share_file(
+            &src,
+            &stage.join(store::LISTING),
+            &crate::tree::Meta::of(&md),
+            ShareMode::ReflinkOrHardlink,
+            &mut None,
+        )?;
+        return Ok(());
+    }
+    fs::write(stage.join(store::LISTING), text)?;
+    Ok(())
+}
+
 /// A default snapshot name: `snap-N`, N one more than the largest such.
 pub fn next_snapshot_name(existing: &[String]) -> String {
     let n = existing
@@ -168,7 +192,7 @@ pub fn snapshot(
     };
     progress.done();
     share_boot_files(&vdir, stage)?;
-    fs::write(stage.join(store::LISTING), listing.to_text())?;
+    write_listing(&listing, &vdir, stage)?;
     let mut smeta = vmeta.clone();
     if smeta.content_hash.is_none() {
         smeta.content_hash = Some(listing.content_hash());
@@ -319,7 +343,7 @@ pub fn rollback(
     )?;
     progress.done();
     share_boot_files(&sdir, stage)?;
-    fs::write(stage.join(store::LISTING), listing.to_text())?;
+    write_listing(&listing, &sdir, stage)?;
     let previous = store.current(name)?;
     let hash = listing.content_hash();
     let vid = store::vid(store.next_number(name)?, Some(&hash));
