@@ -39,6 +39,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "procps",
     "util-linux",
     "stress-ng",
+    // Image snapshots on reflink file systems (loop-mounted in images/tests/reflink.rs).
+    "xfsprogs",
+    "btrfs-progs",
 ];
 
 /// Fuzz targets run for a short bounded time each.
@@ -52,6 +55,7 @@ pub const FUZZ_TARGETS: &[&str] = &[
     "import_heartbeat",
     "import_mon",
     "ha_serial_frames",
+    "images_tar",
 ];
 
 #[derive(clap::Args, Debug)]
