@@ -239,7 +239,27 @@ pub fn from_tar(file: &Path, tree: &mut TreeWriter, progress: &dyn Progress) -> 
     })?;
     progress.phase("unpacking", f.metadata().ok().map(|m| m.len()));
     let mut r = decompressed(CountingReader { inner: f, progress })?;
-    apply_tar(&mut r, tree, TarOptions::default(), progress)
+    apply_tar(&mut r, tree, TarOptions::default(), &ItemsOnly(progress))
+}
+
+/// Forwards everything but byte counts: the bar of an archive import follows the (compressed)
+/// bytes read, not the bytes written.
+struct ItemsOnly<'a>(&'a dyn Progress);
+
+impl Progress for ItemsOnly<'_> {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        self.0.phase(name, total)
+    }
+    fn item(&self) {
+        self.0.item()
+    }
+    fn bytes(&self, _: u64) {}
+    fn note(&self, text: &str) {
+        self.0.note(text)
+    }
+    fn done(&self) {
+        self.0.done()
+    }
 }
 
 /// Reports compressed bytes read, so the bar follows the file size.
@@ -433,8 +453,13 @@ pub fn from_oci(path: &Path, tree: &mut TreeWriter, progress: &dyn Progress) -> 
         tree.start_layer();
         let m = member(&mut file, &members, layer)?;
         let mut r = decompressed(CountingReader { inner: m, progress })?;
-        apply_tar(&mut r, tree, TarOptions { whiteouts: true }, progress)
-            .with_context(|| format!("layer {} ({layer})", i + 1))?;
+        apply_tar(
+            &mut r,
+            tree,
+            TarOptions { whiteouts: true },
+            &ItemsOnly(progress),
+        )
+        .with_context(|| format!("layer {} ({layer})", i + 1))?;
     }
     Ok(())
 }

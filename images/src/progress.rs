@@ -100,8 +100,17 @@ impl Progress for Console {
     fn done(&self) {
         if let Ok(mut b) = self.bar.lock() {
             if let Some((bar, n)) = b.take() {
-                bar.set_message(format!("{n} entries"));
-                bar.finish();
+                // Cleared and replaced by one plain line: later output starts on its own line.
+                let bytes = bar.position();
+                bar.finish_and_clear();
+                let mut line = format!("{:>10} done", bar.prefix());
+                if n > 0 {
+                    line.push_str(&format!(", {n} entries"));
+                }
+                if bytes > 0 {
+                    line.push_str(&format!(", {}", indicatif::HumanBytes(bytes)));
+                }
+                eprintln!("{line}");
             }
         }
     }

@@ -85,11 +85,18 @@ pub fn share_file(
         fs::remove_file(dst)?;
     }
     match mode {
-        ShareMode::ReflinkOrHardlink => {
-            fs::hard_link(src, dst)
-                .with_context(|| format!("cannot link {} to {}", dst.display(), src.display()))?;
-            Ok(SharedAs::Hardlink)
-        }
+        ShareMode::ReflinkOrHardlink => match fs::hard_link(src, dst) {
+            Ok(()) => Ok(SharedAs::Hardlink),
+            // An inode shared by more versions and snapshots than the file system allows
+            // links (65000 on ext4): this tree gets its own copy.
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                fs::copy(src, dst).with_context(|| format!("cannot copy {}", src.display()))?;
+                apply_meta(dst, meta, false)?;
+                Ok(SharedAs::Copied)
+            }
+            Err(e) => Err(e)
+                .with_context(|| format!("cannot link {} to {}", dst.display(), src.display())),
+        },
         ShareMode::ReflinkOrCopy => {
             fs::copy(src, dst).with_context(|| format!("cannot copy {}", src.display()))?;
             apply_meta(dst, meta, false)?;
@@ -216,7 +223,8 @@ pub fn dedupe(
             continue;
         }
         let target = root.join(e.path.as_path());
-        let tmp = target.with_file_name(".cm-share.tmp");
+        // Staged beside the tree, not in it: no name in the image can collide with it.
+        let tmp = root.with_file_name(".cm-share.tmp");
         let _ = fs::remove_file(&tmp);
         let k = share_file(
             &base.join(e.path.as_path()),
