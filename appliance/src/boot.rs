@@ -83,11 +83,11 @@ impl BootFiles {
             // The address that follows the active master (the virtual IP under HA), so a
             // node's root survives a failover.
             nfs_server: nfs_root.then(|| {
-                    c.nfs
-                        .server_address
-                        .unwrap_or_else(|| crate::cli_overlay::master_address(c))
-                        .to_string()
-                }),
+                c.nfs
+                    .server_address
+                    .unwrap_or_else(|| crate::cli_overlay::master_address(c))
+                    .to_string()
+            }),
         };
         Ok(self.template.render(&ctx)?)
     }

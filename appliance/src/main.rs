@@ -3,12 +3,14 @@
 mod agent;
 mod boot;
 mod cli_ha;
+mod cli_image;
 mod cli_node;
 mod cli_overlay;
 mod config;
 mod http;
 mod metrics;
 mod nfs_config;
+mod nfs_serve;
 mod node_api;
 mod procfs;
 mod registry;
@@ -71,6 +73,16 @@ enum Command {
     /// Manages nodes: discovered PXE clients, members, their boot stages.
     #[command(subcommand)]
     Node(cli_node::NodeCommand),
+    /// Node images: build from a source, update, snapshot, roll back, verify, list.
+    ///
+    /// Images live under boot.images_dir (default STATE_DIR/images) as immutable versions;
+    /// `current` names the one nodes boot next and the NFS server serves. To change an image
+    /// safely, change its source and run `image update NAME`: a new version is published
+    /// beside the old one and switched atomically. Never edit versions/*/root in place: files
+    /// there may be hard links shared with other versions and snapshots (`image verify` names
+    /// files changed that way); tools that replace files (write new, rename over) are safe.
+    #[command(subcommand)]
+    Image(cli_image::ImageCommand),
     /// Checks the configuration file and prints it as resolved.
     Config {
         #[arg(long)]
@@ -176,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Ha(cli_ha::HaCommand::Keygen { out }) => cli_ha::keygen(&config, out),
                 Command::HaGuard => runtime::ha::run_guard(&config.ha),
                 Command::Node(cmd) => cli_node::run(&config, cmd),
+                Command::Image(cmd) => cli_image::run(&config, cmd),
                 Command::Config { json } => {
                     if json {
                         println!(

@@ -24,9 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use nfs::exports::{ExportSource, ExportSpec, Exports, ExportsConfig, Rescanner};
-use nfs::fs::{
-    Attributes, DirEntry, FileHandle, Filesystem, FsStat, MountError, NfsError,
-};
+use nfs::fs::{Attributes, DirEntry, FileHandle, Filesystem, FsStat, MountError, NfsError};
 use nfs::handle::HandleKey;
 use nfs::server::{Server, ServerConfig, ServerHandle};
 
@@ -49,8 +47,7 @@ pub fn load_or_create_key(path: &Path) -> Result<HandleKey> {
         });
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let key = HandleKey::generate(path)
         .with_context(|| format!("cannot create the NFS handle key {}", path.display()))?;
@@ -249,7 +246,8 @@ fn bump_export_generation(state_dir: &Path) {
     let path = crate::node_api::export_generation_path(state_dir);
     let next = crate::node_api::export_generation(state_dir).saturating_add(1);
     let tmp = path.with_extension("tmp");
-    let result = std::fs::write(&tmp, format!("{next}\n")).and_then(|_| std::fs::rename(&tmp, &path));
+    let result =
+        std::fs::write(&tmp, format!("{next}\n")).and_then(|_| std::fs::rename(&tmp, &path));
     if let Err(e) = result {
         tracing::warn!("nfs: cannot write {}: {e}", path.display());
     }
@@ -304,7 +302,11 @@ pub async fn start(config: &Config) -> Result<NfsService> {
         let interval = config.nfs.rescan_interval;
         std::thread::Builder::new()
             .name("nfs-images".into())
-            .spawn(move || watch_store(live, rescanner, specs, key, cfg, images_dir, state_dir, interval, stop))
+            .spawn(move || {
+                watch_store(
+                    live, rescanner, specs, key, cfg, images_dir, state_dir, interval, stop,
+                )
+            })
             .context("cannot start the NFS image watcher")?
     };
     Ok(NfsService {
@@ -371,15 +373,19 @@ pub fn kernel_exports(config: &Config) -> Result<String> {
     let allow = allow_list(config)?;
     let clients: Vec<String> = allow
         .iter()
-        .map(|(ip, len)| format!("{ip}/{len}(ro,no_root_squash,no_subtree_check,sync,fsid={{FSID}})"))
+        .map(|(ip, len)| {
+            format!("{ip}/{len}(ro,no_root_squash,no_subtree_check,sync,fsid={{FSID}})")
+        })
         .collect();
-    let mut out = String::from("# Written by clustermaker (nfs.kernel_exports_file); do not edit.\n");
+    let mut out =
+        String::from("# Written by clustermaker (nfs.kernel_exports_file); do not edit.\n");
     for (name, spec) in image_exports(&config.boot.images_dir) {
         let dir = match &spec.source {
             ExportSource::Current(link) => link.join("root"),
             ExportSource::Directory(d) => d.clone(),
         };
-        let fsid = u32::from_le_bytes(blake3::hash(name.as_bytes()).as_bytes()[..4].try_into()?) & 0x7fff_ffff;
+        let fsid = u32::from_le_bytes(blake3::hash(name.as_bytes()).as_bytes()[..4].try_into()?)
+            & 0x7fff_ffff;
         let line: Vec<String> = clients
             .iter()
             .map(|c| c.replace("{FSID}", &fsid.max(1).to_string()))

@@ -11,10 +11,10 @@ use serde::Serialize;
 use crate::agent::{self, Agent};
 use crate::busybox::{self, Busybox};
 use crate::debian::Cache;
-use crate::initramfs::{self, Contents};
 use crate::kernel::{self, Kernel, DEFAULT_KERNEL_PACKAGE};
 use crate::manifest::{AgentEntry, BusyboxEntry, FileEntry, InitramfsEntry, KernelEntry, Manifest};
 use crate::ui::Ui;
+use images::initramfs::{self, Contents};
 use initrd::{Compression, LibraryClosure, LibraryResolver, ModuleIndex};
 
 /// Modules a node needs to boot over virtio-net and mount an NFS root with an overlay; their
@@ -22,7 +22,7 @@ use initrd::{Compression, LibraryClosure, LibraryResolver, ModuleIndex};
 /// The cloud kernel has no e1000 driver, so QEMU nodes use virtio-net for BIOS and UEFI alike.
 pub const DEFAULT_COMPRESSION: &str = "zstd:9";
 
-pub const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "nfsv3", "overlay"];
+pub use images::initramfs::DEFAULT_MODULES;
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildImageArgs {
@@ -345,7 +345,7 @@ mod tests {
         )
         .unwrap();
         let busybox = dir.join("busybox");
-        let list = crate::busybox::NEEDED.join(" ");
+        let list = images::initramfs::NEEDED_APPLETS.join(" ");
         fs::write(&busybox, format!("#!/bin/sh\nprintf '%s\\n' {list} '['\n")).unwrap();
         fs::set_permissions(&busybox, fs::Permissions::from_mode(0o755)).unwrap();
 

@@ -64,6 +64,7 @@ pub const FUZZ_TARGETS: &[&str] = &[
     "import_heartbeat",
     "import_mon",
     "ha_serial_frames",
+    "images_tar",
 ];
 
 #[derive(clap::Args, Debug)]

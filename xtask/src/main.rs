@@ -12,7 +12,6 @@ mod ci;
 mod cmd;
 mod debian;
 mod demo;
-mod initramfs;
 mod kernel;
 mod manifest;
 mod ui;
