@@ -1,0 +1,295 @@
+//! Stateless diskless nodes on the shared NFS root, end to end: QEMU guests (TCG) PXE-boot from
+//! `clustermaker serve`, mount their image's root from the embedded NFS server, put a tmpfs
+//! overlay on top, apply their node overlay and switch into the image's own init (busybox
+//! init here), whose services answer over the lab network.
+//!
+//! The image is a busybox root (tests/src/nfsroot.rs) built into the store with
+//! `clustermaker image build --from dir:…`; the kernel is the Debian cloud kernel that
+//! `cargo xtask build-image` downloads (the image has none of its own). Nodes are driven
+//! through the image's test-only command port.
+//!
+//! Boot counts are kept low (TCG boots take tens of seconds on two shared cores): two nodes
+//! boot at once; one of them is rebooted after a snapshot rollback; a third boot runs the
+//! handle-survival scenario.
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use cm_tests::master::Master;
+use cm_tests::nfsroot::{build_busybox_root, cached_busybox, guest_sh, http_get, GUEST_SHELL_PORT};
+use cm_tests::qemu::{Boot, BootLab, NodeOptions, QemuNode};
+use cm_tests::{require_program, require_root};
+
+/// One test with VMs at a time.
+static VM: Mutex<()> = Mutex::new(());
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const IMAGE: &str = "busy";
+
+fn prerequisites(test: &str) -> bool {
+    require_root(test)
+        && require_program(test, "qemu-system-x86_64")
+        && require_program(test, "ssh-keygen")
+        && Path::new("/usr/lib/ipxe/undionly.kpxe").exists()
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Debian cloud kernel and its modules directory, as `cargo xtask build-image` left them.
+fn kernel_and_modules() -> Result<(PathBuf, PathBuf)> {
+    let boot = std::env::var_os("CM_BOOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/cm-boot"));
+    let kernel = boot.join("vmlinuz");
+    anyhow::ensure!(
+        kernel.is_file(),
+        "{}: no kernel; run `cargo xtask build-image` first",
+        kernel.display()
+    );
+    let cache = std::env::var_os("CM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/cm-cache"));
+    for e in fs::read_dir(cache.join("unpacked"))?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("linux-image-") {
+            for m in fs::read_dir(e.path().join("lib/modules"))?.flatten() {
+                return Ok((kernel, m.path()));
+            }
+        }
+    }
+    bail!("no unpacked linux-image package in {}", cache.display())
+}
+
+struct Lab {
+    lab: BootLab,
+    master: Master,
+    /// The source tree the image was built from.
+    _src: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Result<Lab> {
+        let lab = BootLab::new()?;
+        let config = format!(
+            "[network]\ninterface = \"{}\"\naddress = \"{}\"\nprefix_len = {}\n\
+             [boot]\ncmdline = \"console=ttyS0\"\n\
+             [nfs]\nrescan_interval = \"1s\"\n",
+            lab.bridge, lab.addr, lab.prefix_len
+        );
+        let master = Master::prepare(&config, None, &format!("http://{}:8080", lab.addr))?;
+        let src = tempfile::tempdir()?;
+        build_busybox_root(src.path(), &cached_busybox()?, 16)?;
+        let (kernel, modules) = kernel_and_modules()?;
+        let busybox = cached_busybox()?;
+        master.cli(&[
+            "image",
+            "build",
+            IMAGE,
+            "--from",
+            &format!("dir:{}", src.path().display()),
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--modules",
+            modules.to_str().unwrap(),
+            "--busybox",
+            busybox.to_str().unwrap(),
+        ])?;
+        Ok(Lab {
+            lab,
+            master,
+            _src: src,
+        })
+    }
+
+    fn add_node(&self, name: &str, mac: &str, ip: &str) -> Result<()> {
+        self.master.cli(&[
+            "node", "add", name, "--mac", mac, "--ip", ip, "--image", IMAGE,
+        ])?;
+        Ok(())
+    }
+
+    /// The current version's root in the store (what the NFS server exports).
+    fn current_root(&self) -> PathBuf {
+        self.master
+            .dir
+            .path()
+            .join("state/images")
+            .join(IMAGE)
+            .join("current/root")
+    }
+
+    fn shell(&self, ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse::<IpAddr>().unwrap(), GUEST_SHELL_PORT)
+    }
+
+    fn sh(&self, ip: &str, script: &str) -> Result<String> {
+        guest_sh(
+            &self.lab.ns.name,
+            self.shell(ip),
+            script,
+            Duration::from_secs(120),
+        )
+    }
+
+    /// Boots `mac` and waits until the image's services run.
+    fn boot(&self, mac: &str) -> Result<QemuNode> {
+        let mut opts = NodeOptions::new(mac, Boot::BiosPxe);
+        opts.memory_mb = 384;
+        self.lab.boot(&opts)
+    }
+
+    fn wait_services(&self, node: &mut QemuNode, what: &str) -> Result<Duration> {
+        let t = node
+            .wait_for_console("image-init: services started", BOOT_TIMEOUT)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "{what}: {e}\n--- master log ---\n{}",
+                    tail(&self.master.log_text(), 60)
+                )
+            })?;
+        eprintln!(
+            "{what}: power-on to image services in {:.1}s",
+            t.as_secs_f64()
+        );
+        Ok(t)
+    }
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Retries `f` until it returns Ok or `timeout` passes; the last error is returned.
+fn retry<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("{what}: still failing after {timeout:?}")))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+#[test]
+fn two_nodes_boot_the_shared_root_run_its_init_and_stay_stateless() -> Result<()> {
+    let test = "two nodes on the shared NFS root";
+    if !prerequisites(test) {
+        return Ok(());
+    }
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new()?;
+    let net = lab.lab.addr.octets();
+    let ip_a = format!("{}.{}.{}.21", net[0], net[1], net[2]);
+    let ip_b = format!("{}.{}.{}.22", net[0], net[1], net[2]);
+    lab.add_node("alpha", "52:54:00:d0:00:01", &ip_a)?;
+    lab.add_node("beta", "52:54:00:d0:00:02", &ip_b)?;
+    lab.master.start(&lab.lab.ns)?;
+
+    // Both at once from the same image.
+    let mut a = lab.boot("52:54:00:d0:00:01")?;
+    let mut b = lab.boot("52:54:00:d0:00:02")?;
+    lab.wait_services(&mut a, "alpha")?;
+    lab.wait_services(&mut b, "beta")?;
+    for (node, name) in [(&a, "alpha"), (&b, "beta")] {
+        let console = node.console();
+        assert!(
+            console.contains("clustermaker-init: nfs root mounted"),
+            "{name}: {console}"
+        );
+        assert!(
+            console.contains("clustermaker-init: switching to /sbin/init (busybox)"),
+            "{name}: {console}"
+        );
+    }
+
+    // The service enabled in the image answers, from each node with its own overlay name.
+    for (ip, name) in [(&ip_a, "alpha"), (&ip_b, "beta")] {
+        let page = retry("image HTTP service", Duration::from_secs(60), || {
+            http_get(
+                &lab.lab.ns.name,
+                SocketAddr::new(ip.parse()?, 80),
+                "/index.html",
+            )
+        })?;
+        assert!(page.contains(&format!("served by {name}")), "{page}");
+    }
+
+    // The root is NFS under an overlay whose upper layer is tmpfs.
+    let mounts = lab.sh(&ip_a, "cat /proc/mounts; echo; id -u")?;
+    assert!(mounts.contains("overlay / overlay"), "{mounts}");
+    assert!(mounts.contains(" nfs "), "{mounts}");
+
+    // Programs from the export run (busybox and a dynamically linked one with its libraries).
+    let out = lab.sh(&ip_a, "sha256sum /etc/motd && /usr/bin/sha256sum /etc/motd")?;
+    assert_eq!(out.lines().count(), 2, "{out}");
+
+    // The master shows the nodes online with metrics (the agent reports every 10 s).
+    retry("alpha online with metrics", Duration::from_secs(90), || {
+        let v = lab.master.cli_json(&["node", "show", "alpha"])?;
+        let text = v.to_string();
+        anyhow::ensure!(
+            text.contains("\"online\":true") || v["online"] == true,
+            "not online: {text}"
+        );
+        anyhow::ensure!(
+            text.contains("load") && text.contains("mem"),
+            "no metrics yet: {text}"
+        );
+        Ok(())
+    })?;
+
+    // Writes land in tmpfs; the export is never written.
+    let out = lab.sh(&ip_a, "echo scribble > /etc/scribble && cat /etc/scribble && echo x >> /etc/motd && cat /etc/motd")?;
+    assert!(out.contains("scribble"), "{out}");
+    let root = lab.current_root();
+    assert!(!root.join("etc/scribble").exists());
+    assert_eq!(
+        fs::read_to_string(root.join("etc/motd"))?,
+        "clustermaker test root v1\n"
+    );
+    let out = lab.sh(&ip_b, "cat /etc/scribble 2>&1; cat /etc/motd")?;
+    assert!(
+        out.contains("No such file"),
+        "beta sees alpha's write: {out}"
+    );
+
+    // A file added to the image while the nodes run becomes visible on them.
+    fs::create_dir_all(root.join("opt"))?;
+    fs::write(root.join("opt/added.txt"), "added while running\n")?;
+    for ip in [&ip_a, &ip_b] {
+        let seen = retry(
+            "added file visible on the node",
+            Duration::from_secs(60),
+            || {
+                let out = lab.sh(ip, "cat /opt/added.txt")?;
+                anyhow::ensure!(out.contains("added while running"), "not yet: {out}");
+                Ok(out)
+            },
+        )?;
+        assert!(seen.contains("added while running"));
+    }
+
+    // After a reboot the node's writes are gone (and the added file is still there).
+    drop(a);
+    let mut a = lab.boot("52:54:00:d0:00:01")?;
+    lab.wait_services(&mut a, "alpha after reboot")?;
+    let out = lab.sh(
+        &ip_a,
+        "cat /etc/scribble 2>&1; cat /etc/motd; cat /opt/added.txt",
+    )?;
+    assert!(out.contains("No such file"), "{out}");
+    assert!(!out.contains("\nx\n"), "{out}");
+    assert!(out.contains("added while running"), "{out}");
+    drop(b);
+    lab.master.stop();
+    Ok(())
+}
