@@ -29,6 +29,8 @@ static VM: Mutex<()> = Mutex::new(());
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const IMAGE: &str = "busy";
+/// Size of the image's /data/big, read in loops by the nodes.
+const BIG_MB: u64 = 16;
 
 fn prerequisites(test: &str) -> bool {
     require_root(test)
@@ -69,7 +71,7 @@ struct Lab {
     lab: BootLab,
     master: Master,
     /// The source tree the image was built from.
-    _src: tempfile::TempDir,
+    src: tempfile::TempDir,
 }
 
 impl Lab {
@@ -83,27 +85,35 @@ impl Lab {
         );
         let master = Master::prepare(&config, None, &format!("http://{}:8080", lab.addr))?;
         let src = tempfile::tempdir()?;
-        build_busybox_root(src.path(), &cached_busybox()?, 16)?;
-        let (kernel, modules) = kernel_and_modules()?;
-        let busybox = cached_busybox()?;
-        master.cli(&[
-            "image",
+        build_busybox_root(src.path(), &cached_busybox()?, BIG_MB)?;
+        let lab = Lab { lab, master, src };
+        lab.image(&[
             "build",
             IMAGE,
             "--from",
-            &format!("dir:{}", src.path().display()),
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--modules",
-            modules.to_str().unwrap(),
-            "--busybox",
-            busybox.to_str().unwrap(),
+            &format!("dir:{}", lab.src.path().display()),
         ])?;
-        Ok(Lab {
-            lab,
-            master,
-            _src: src,
-        })
+        Ok(lab)
+    }
+
+    /// `clustermaker image ARGS` with the test kernel, its modules and busybox.
+    fn image(&self, args: &[&str]) -> Result<String> {
+        let (kernel, modules) = kernel_and_modules()?;
+        let busybox = cached_busybox()?;
+        let mut full = vec!["image"];
+        full.extend_from_slice(args);
+        if matches!(args.first(), Some(&"build") | Some(&"update")) {
+            full.extend_from_slice(&[
+                "--kernel",
+                kernel.to_str().unwrap(),
+                "--modules",
+                modules.to_str().unwrap(),
+                "--busybox",
+                busybox.to_str().unwrap(),
+            ]);
+        }
+        let out = self.master.cli(&full)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn add_node(&self, name: &str, mac: &str, ip: &str) -> Result<()> {
@@ -235,14 +245,14 @@ fn two_nodes_boot_the_shared_root_run_its_init_and_stay_stateless() -> Result<()
     // The master shows the nodes online with metrics (the agent reports every 10 s).
     retry("alpha online with metrics", Duration::from_secs(90), || {
         let v = lab.master.cli_json(&["node", "show", "alpha"])?;
-        let text = v.to_string();
+        let agent = &v["agent"];
+        anyhow::ensure!(agent["online"] == true, "agent not online: {v}");
+        let latest = &agent["latest"];
         anyhow::ensure!(
-            text.contains("\"online\":true") || v["online"] == true,
-            "not online: {text}"
-        );
-        anyhow::ensure!(
-            text.contains("load") && text.contains("mem"),
-            "no metrics yet: {text}"
+            latest["mem"]["total_kb"].as_u64().unwrap_or(0) > 0
+                && latest["load"].as_array().is_some_and(|l| l.len() == 3)
+                && latest["net"].as_array().is_some_and(|n| !n.is_empty()),
+            "incomplete metrics: {latest}"
         );
         Ok(())
     })?;
@@ -290,6 +300,179 @@ fn two_nodes_boot_the_shared_root_run_its_init_and_stay_stateless() -> Result<()
     assert!(!out.contains("\nx\n"), "{out}");
     assert!(out.contains("added while running"), "{out}");
     drop(b);
+    lab.master.stop();
+    Ok(())
+}
+
+/// The guest-side loops of the handle-survival test, started in the background on the node.
+/// Each appends `ok` or `FAIL …` to its log in tmpfs after every round:
+/// - `l1`: path walks and program runs: the dynamically linked sha256sum over /data/big,
+///   compared with the expected hash, and `ls -lR` of the programs' directories;
+/// - `l2`: a file descriptor opened once (before the switch) and a working directory entered
+///   once, re-read through `/proc/self/fd` every round: handles that no path walk renews.
+fn start_loops(expected: &str) -> String {
+    format!(
+        r#"cat > /tmp/loops.sh <<'EOF'
+l1() {{
+  while :; do
+    h=$(/usr/bin/sha256sum /data/big | cut -c1-64)
+    if [ "$h" = "{expected}" ]; then echo ok >> /tmp/l1; else echo "FAIL sha=$h" >> /tmp/l1; fi
+    ls -lR /usr /bin > /dev/null 2>> /tmp/l1.err || echo "FAIL ls" >> /tmp/l1
+    sleep 1
+  done
+}}
+l2() {{
+  cd /usr/lib/x86_64-linux-gnu || exit 1
+  exec 3< /data/big
+  while :; do
+    h=$(sha256sum < /proc/self/fd/3 | cut -c1-64)
+    if [ "$h" = "{expected}" ] && [ -e libc.so.6 ]; then echo ok >> /tmp/l2; else echo "FAIL fd sha=$h" >> /tmp/l2; fi
+    sleep 1
+  done
+}}
+l1 &
+l2 &
+wait
+EOF
+nohup sh /tmp/loops.sh > /dev/null 2>&1 &
+echo started"#
+    )
+}
+
+/// (rounds of the path loop, failure lines, their text) so far.
+fn loop_status(lab: &Lab, ip: &str) -> Result<(usize, usize, String)> {
+    let out = lab.sh(
+        ip,
+        "cat /tmp/l1 /tmp/l2 2>/dev/null; echo ==; cat /tmp/l1.err 2>/dev/null",
+    )?;
+    let (body, errs) = out.split_once("==").unwrap_or((&out, ""));
+    let ok = body.lines().filter(|l| *l == "ok").count();
+    let fails: Vec<&str> = body.lines().filter(|l| l.starts_with("FAIL")).collect();
+    Ok((
+        ok,
+        fails.len(),
+        format!("{}\n{}", fails.join("\n"), errs.trim()),
+    ))
+}
+
+fn inode_of(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(p).map(|m| m.ino()).unwrap_or(0)
+}
+
+#[test]
+fn handles_survive_a_copy_and_updates_snapshots_and_rollbacks_reach_the_node() -> Result<()> {
+    let test = "handles survive a server switch; update, snapshot, rollback";
+    if !prerequisites(test) {
+        return Ok(());
+    }
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new()?;
+    let net = lab.lab.addr.octets();
+    let ip = format!("{}.{}.{}.31", net[0], net[1], net[2]);
+    let mac = "52:54:00:d0:00:03";
+    lab.add_node("gamma", mac, &ip)?;
+    lab.master.start(&lab.lab.ns)?;
+    let mut node = lab.boot(mac)?;
+    lab.wait_services(&mut node, "gamma")?;
+
+    let out = std::process::Command::new("sha256sum")
+        .arg(lab.src.path().join("data/big"))
+        .output()?;
+    let expected = String::from_utf8_lossy(&out.stdout)[..64].to_string();
+    assert!(lab.sh(&ip, &start_loops(&expected))?.contains("started"));
+    let before = retry("loops running", Duration::from_secs(120), || {
+        let (ok, fails, text) = loop_status(&lab, &ip)?;
+        anyhow::ensure!(fails == 0, "loop failures before the switch: {text}");
+        anyhow::ensure!(ok >= 4, "only {ok} rounds so far");
+        Ok(ok)
+    })?;
+
+    // Server switch: stop the master, replace the exported tree by a file-by-file copy (new
+    // inodes everywhere), start it again on the same address.
+    lab.master.stop();
+    let root = lab.current_root();
+    let copy = root.with_file_name("root.copy2");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&root)
+        .arg(&copy)
+        .status()?;
+    assert!(status.success());
+    let old_ino = inode_of(&root.join("data/big"));
+    fs::remove_dir_all(&root)?;
+    fs::rename(&copy, &root)?;
+    assert_ne!(
+        old_ino,
+        inode_of(&root.join("data/big")),
+        "the copy must have new inodes"
+    );
+    // Without the index cache the new server hashes everything again, like a fresh copy.
+    let _ = fs::remove_file(root.with_file_name("nfs-index"));
+    std::thread::sleep(Duration::from_secs(2));
+    lab.master.start(&lab.lab.ns)?;
+    // Every handle the node holds must now be sent to the new server, not answered from its
+    // caches.
+    retry("drop caches on the node", Duration::from_secs(120), || {
+        let o = lab.sh(&ip, "sync; echo 3 > /proc/sys/vm/drop_caches; echo dropped")?;
+        anyhow::ensure!(o.contains("dropped"), "{o}");
+        Ok(())
+    })?;
+    let after = retry("loops after the switch", Duration::from_secs(120), || {
+        let (ok, fails, text) = loop_status(&lab, &ip)?;
+        anyhow::ensure!(fails == 0, "loop failures after the server switch: {text}");
+        anyhow::ensure!(ok >= before + 6, "{ok} rounds, {before} before the switch");
+        Ok(ok)
+    })?;
+    let dmesg = lab.sh(&ip, "dmesg | grep -iE 'stale|fileid changed' || echo clean")?;
+    assert!(
+        dmesg.trim().ends_with("clean"),
+        "kernel complaints: {dmesg}"
+    );
+    eprintln!("server switch: {before} rounds before, {after} after, no failures");
+
+    // Snapshot, then publish a changed image while the node runs it (a new version beside the
+    // old, switched atomically): the loops keep passing and the change reaches the node.
+    let snap = lab.image(&["snapshot", IMAGE, "s1", "--json"])?;
+    fs::write(
+        lab.src.path().join("etc/motd"),
+        "clustermaker test root v2\n",
+    )?;
+    lab.image(&["update", IMAGE])?;
+    retry("v2 visible on the node", Duration::from_secs(60), || {
+        let out = lab.sh(&ip, "cat /etc/motd")?;
+        anyhow::ensure!(out.contains("v2"), "still {out}");
+        Ok(())
+    })?;
+    let (ok, fails, text) = loop_status(&lab, &ip)?;
+    assert_eq!(fails, 0, "loop failures after the update: {text}");
+    assert!(ok > after);
+
+    // The snapshot's new space is a small part of the image.
+    let list = lab.master.cli_json(&["image", "list"])?;
+    let image = list
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == IMAGE))
+        .cloned()
+        .unwrap_or_default();
+    let size = image["content_bytes"].as_u64().unwrap_or(0);
+    let unique = image["snapshots"][0]["space"]["unique_bytes"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    eprintln!("snapshot s1: {unique} bytes of new space for an image of {size} bytes; {snap}");
+    assert!(size > (BIG_MB << 20));
+    assert!(
+        unique * 20 < size,
+        "snapshot uses {unique} of {size} bytes (5 % or more)"
+    );
+
+    // Roll back; after a reboot the node runs the old content.
+    lab.image(&["rollback", &format!("{IMAGE}@s1")])?;
+    drop(node);
+    let mut node = lab.boot(mac)?;
+    lab.wait_services(&mut node, "gamma after rollback")?;
+    let out = lab.sh(&ip, "cat /etc/motd")?;
+    assert!(out.contains("clustermaker test root v1"), "{out}");
     lab.master.stop();
     Ok(())
 }
