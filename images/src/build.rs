@@ -297,9 +297,44 @@ fn import_source(
             if !status.success() {
                 bail!("debootstrap {suite} failed with {status} (fix: check the suite name and the mirror {}; its log is in the staging root's debootstrap/debootstrap.log)", m.unwrap_or(source::DEFAULT_MIRROR));
             }
+            normalize_debootstrap(root)?;
             progress.done();
         }
         Source::Host => unreachable!("host images are not copied"),
+    }
+    Ok(())
+}
+
+/// What debootstrap leaves that is specific to one run or one machine, reset so that two runs
+/// with the same SOURCE_DATE_EPOCH and mirror state give the same tree, and so that nodes do
+/// not share one identity: `etc/machine-id` empty (systemd then makes one per boot on a
+/// read-only root, the documented state for images), dbus' copy removed, the install logs
+/// emptied and ldconfig's aux-cache (a cache of file stats) removed.
+pub fn normalize_debootstrap(root: &Path) -> Result<()> {
+    for (path, action) in [
+        ("etc/machine-id", "empty"),
+        ("var/lib/dbus/machine-id", "remove"),
+        ("var/log/bootstrap.log", "empty"),
+        ("var/log/dpkg.log", "empty"),
+        ("var/log/alternatives.log", "empty"),
+        ("var/log/apt/history.log", "empty"),
+        ("var/log/apt/term.log", "empty"),
+        ("var/cache/ldconfig/aux-cache", "remove"),
+    ] {
+        let p = root.join(path);
+        // Only regular files: a symlink here (dbus' machine-id → /etc/machine-id) is left alone.
+        if !p.symlink_metadata().map(|m| m.is_file()).unwrap_or(false) {
+            continue;
+        }
+        match action {
+            "empty" => fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&p)
+                .map(|_| ()),
+            _ => fs::remove_file(&p),
+        }
+        .with_context(|| format!("cannot reset {}", p.display()))?;
     }
     Ok(())
 }
@@ -345,4 +380,30 @@ pub fn exclude_paths(ex: &[String]) -> Vec<RelPath> {
     ex.iter()
         .filter_map(|x| RelPath::parse(x.as_bytes()).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debootstrap_leftovers_are_reset() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        for d in ["etc", "var/lib/dbus", "var/log", "var/cache/ldconfig"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        fs::write(r.join("etc/machine-id"), "0123456789abcdef\n").unwrap();
+        std::os::unix::fs::symlink("/etc/machine-id", r.join("var/lib/dbus/machine-id")).unwrap();
+        fs::write(r.join("var/log/dpkg.log"), "2026-11-27 installed\n").unwrap();
+        fs::write(r.join("var/cache/ldconfig/aux-cache"), "stats").unwrap();
+        normalize_debootstrap(r).unwrap();
+        assert_eq!(fs::read(r.join("etc/machine-id")).unwrap(), b"");
+        assert!(
+            fs::read_link(r.join("var/lib/dbus/machine-id")).is_ok(),
+            "symlink kept"
+        );
+        assert_eq!(fs::read(r.join("var/log/dpkg.log")).unwrap(), b"");
+        assert!(!r.join("var/cache/ldconfig/aux-cache").exists());
+    }
 }

@@ -104,7 +104,7 @@ impl Store {
         self.root.join(name).join(SNAPSHOTS).join(snap)
     }
 
-    /// Image names (directories with a `current` link or versions).
+    /// Image names (directories with a `current` link).
     pub fn names(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let rd = match fs::read_dir(&self.root) {
@@ -117,7 +117,8 @@ impl Store {
         for e in rd {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if valid_name(&name) && e.path().join(VERSIONS).is_dir() {
+            // A first build that failed leaves an image directory without `current`: not an image.
+            if valid_name(&name) && e.path().join(CURRENT).symlink_metadata().is_ok() {
                 out.push(name);
             }
         }
@@ -126,7 +127,12 @@ impl Store {
     }
 
     pub fn exists(&self, name: &str) -> bool {
-        self.image_dir(name).join(VERSIONS).is_dir()
+        valid_name(name)
+            && self
+                .image_dir(name)
+                .join(CURRENT)
+                .symlink_metadata()
+                .is_ok()
     }
 
     /// Takes the image's lock (waiting for another writer), creating the image directory, and
