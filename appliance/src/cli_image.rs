@@ -89,6 +89,16 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Shows what a node gets on top of its image at boot: its overlay (hostname, hosts,
+    /// network, fstab, agent configuration, SSH host keys); NODE is a name or a MAC. `--out
+    /// DIR` writes the files there (private keys included).
+    Render {
+        node: String,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Deletes an image with all its versions and snapshots.
     Rm {
         name: String,
@@ -136,6 +146,9 @@ pub struct BuildFlags {
 pub fn run(config: &Config, cmd: ImageCommand) -> Result<()> {
     let store = Store::new(config.boot.images_dir.clone());
     match cmd {
+        ImageCommand::Render { node, out, json } => {
+            crate::cli_overlay::render_cmd(config, &node, json, out.as_deref())
+        }
         ImageCommand::Build { name, from, flags } => build(config, &store, &name, from, &flags),
         ImageCommand::Update { name, from, flags } => {
             let source = match from {

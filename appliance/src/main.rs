@@ -4,6 +4,7 @@ mod agent;
 mod boot;
 mod cli_ha;
 mod cli_image;
+mod cli_nfs;
 mod cli_node;
 mod cli_overlay;
 mod config;
@@ -73,6 +74,9 @@ enum Command {
     /// Manages nodes: discovered PXE clients, members, their boot stages.
     #[command(subcommand)]
     Node(cli_node::NodeCommand),
+    /// The embedded NFS server: what it exports and serves.
+    #[command(subcommand)]
+    Nfs(cli_nfs::NfsCommand),
     /// Node images: build from a source, update, snapshot, roll back, verify, list.
     ///
     /// Images live under boot.images_dir (default STATE_DIR/images) as immutable versions;
@@ -189,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::HaGuard => runtime::ha::run_guard(&config.ha),
                 Command::Node(cmd) => cli_node::run(&config, cmd),
                 Command::Image(cmd) => cli_image::run(&config, cmd),
+                Command::Nfs(cmd) => cli_nfs::run(&config, cmd),
                 Command::Config { json } => {
                     if json {
                         println!(

@@ -26,7 +26,8 @@ use anyhow::{Context, Result};
 use nfs::exports::{ExportSource, ExportSpec, Exports, ExportsConfig, Rescanner};
 use nfs::fs::{Attributes, DirEntry, FileHandle, Filesystem, FsStat, MountError, NfsError};
 use nfs::handle::HandleKey;
-use nfs::server::{Server, ServerConfig, ServerHandle};
+use nfs::server::{Server, ServerConfig, ServerHandle, StatsReader};
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::nfs_config::parse_cidr;
@@ -131,10 +132,6 @@ impl LiveExports {
             .filter_map(|n| e.generation(n))
             .fold(0u64, |a, g| a.wrapping_add(g))
     }
-
-    pub fn snapshot(&self) -> Arc<Exports> {
-        self.get()
-    }
 }
 
 impl Filesystem for LiveExports {
@@ -176,8 +173,7 @@ impl Filesystem for LiveExports {
 
 /// A running NFS service; stopped when dropped (the server with [`NfsService::shutdown`]).
 pub struct NfsService {
-    pub exports: Arc<LiveExports>,
-    pub server: Option<ServerHandle>,
+    server: Option<ServerHandle>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     watcher: Option<std::thread::JoinHandle<()>>,
 }
@@ -295,6 +291,19 @@ pub async fn start(config: &Config) -> Result<NfsService> {
     tracing::info!(listen = ?server.local_addrs(), key = %key.fingerprint(), "nfs: serving");
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let status = StatusWriter {
+        path: status_path(&config.state_dir),
+        listen: server.local_addrs().iter().map(|a| a.to_string()).collect(),
+        key_fingerprint: key.fingerprint(),
+        server_address: config
+            .nfs
+            .server_address
+            .unwrap_or_else(|| crate::cli_overlay::master_address(config))
+            .to_string(),
+        mount_options: node_mount_options(config),
+        stats: server.stats_reader(),
+    };
+    status.write(&live);
     let watcher = {
         let live = live.clone();
         let stop = stop.clone();
@@ -304,13 +313,12 @@ pub async fn start(config: &Config) -> Result<NfsService> {
             .name("nfs-images".into())
             .spawn(move || {
                 watch_store(
-                    live, rescanner, specs, key, cfg, images_dir, state_dir, interval, stop,
+                    live, rescanner, specs, key, cfg, images_dir, state_dir, interval, status, stop,
                 )
             })
             .context("cannot start the NFS image watcher")?
     };
     Ok(NfsService {
-        exports: live,
         server: Some(server),
         stop,
         watcher: Some(watcher),
@@ -329,6 +337,7 @@ fn watch_store(
     images_dir: PathBuf,
     state_dir: PathBuf,
     interval: Duration,
+    status: StatusWriter,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut last_generation = live.generation_sum();
@@ -341,6 +350,7 @@ fn watch_store(
             continue;
         }
         waited = Duration::ZERO;
+        status.write(&live);
         let now = image_exports(&images_dir);
         if !same_specs(&now, &specs) {
             match build_exports(&key, &now, &cfg) {
@@ -363,6 +373,140 @@ fn watch_store(
         }
     }
     drop(rescanner);
+    let _ = std::fs::remove_file(&status.path);
+}
+
+/// The options nodes mount with: the initramfs's own plus `nfs.mount_options`.
+pub fn node_mount_options(config: &Config) -> String {
+    let base = crate::nfs_config::NODE_MOUNT_OPTIONS;
+    if config.nfs.mount_options.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base},{}", config.nfs.mount_options)
+    }
+}
+
+/// `state_dir/nfs/status.json`, rewritten by `serve` every rescan interval and read by
+/// `clustermaker nfs status`.
+pub fn status_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("nfs/status.json")
+}
+
+/// What `clustermaker nfs status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NfsStatus {
+    pub updated_ms: u64,
+    pub listen: Vec<String>,
+    pub server_address: String,
+    pub key_fingerprint: String,
+    pub mount_options: String,
+    pub exports: Vec<ExportStatus>,
+    pub connections_total: u64,
+    pub connections_active: u64,
+    pub connections_rejected: u64,
+    /// NFSv3 and MOUNT calls by procedure name (only those called at least once).
+    pub calls: BTreeMap<String, u64>,
+    /// Calls answered with an RPC-level error (garbage, unknown program/procedure, denied,
+    /// oversized).
+    pub rpc_errors: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportStatus {
+    pub name: String,
+    pub path: String,
+    pub ready: bool,
+    pub version: String,
+    pub entries: u64,
+    pub bytes: u64,
+    pub index_memory: u64,
+    pub index_build_ms: u64,
+    pub generation: u64,
+    pub retained_versions: usize,
+    pub last_rescan_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+struct StatusWriter {
+    path: PathBuf,
+    listen: Vec<String>,
+    key_fingerprint: String,
+    server_address: String,
+    mount_options: String,
+    stats: StatsReader,
+}
+
+fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl StatusWriter {
+    fn collect(&self, live: &LiveExports) -> NfsStatus {
+        let exports = live.get();
+        let server = self.stats.stats();
+        let mut calls = BTreeMap::new();
+        for (i, n) in server.calls.nfs.iter().enumerate() {
+            if *n > 0 {
+                calls.insert(nfs::proto::nfs3::procs::NAMES[i].to_string(), *n);
+            }
+        }
+        for (i, n) in server.calls.mount.iter().enumerate() {
+            if *n > 0 {
+                calls.insert(format!("mount.{}", nfs::proto::mount3::procs::NAMES[i]), *n);
+            }
+        }
+        let c = &server.calls;
+        NfsStatus {
+            updated_ms: ms_since_epoch(std::time::SystemTime::now()),
+            listen: self.listen.clone(),
+            server_address: self.server_address.clone(),
+            key_fingerprint: self.key_fingerprint.clone(),
+            mount_options: self.mount_options.clone(),
+            exports: exports
+                .names()
+                .into_iter()
+                .filter_map(|name| {
+                    let s = exports.stats(&name)?;
+                    Some(ExportStatus {
+                        path: export_path(&name),
+                        name,
+                        ready: s.ready,
+                        version: s.version,
+                        entries: s.entries,
+                        bytes: s.bytes,
+                        index_memory: s.index_memory,
+                        index_build_ms: s.index_build.as_millis() as u64,
+                        generation: s.generation,
+                        retained_versions: s.retained,
+                        last_rescan_ms: s.last_rescan.map(ms_since_epoch),
+                        last_error: s.last_error,
+                    })
+                })
+                .collect(),
+            connections_total: server.connections_total,
+            connections_active: server.connections_active,
+            connections_rejected: server.connections_rejected,
+            calls,
+            rpc_errors: c.garbage_args
+                + c.prog_unavail
+                + c.prog_mismatch
+                + c.proc_unavail
+                + c.denied
+                + c.discarded,
+        }
+    }
+
+    fn write(&self, live: &LiveExports) {
+        let status = self.collect(live);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = crate::statefile::write_json(&self.path, &status) {
+            tracing::warn!("nfs: cannot write {}: {e:#}", self.path.display());
+        }
+    }
 }
 
 /// The kernel NFS server's exports for the images (`nfs.kernel_exports_file`). Each line has a

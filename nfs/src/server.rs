@@ -145,12 +145,13 @@ impl ServerHandle {
     }
 
     pub fn stats(&self) -> ServerStats {
-        ServerStats {
-            connections_total: self.shared.total.load(Ordering::Relaxed),
-            connections_active: self.shared.active.load(Ordering::Relaxed),
-            connections_rejected: self.shared.rejected.load(Ordering::Relaxed),
-            calls: self.shared.calls.snapshot(),
-        }
+        self.stats_reader().stats()
+    }
+
+    /// A handle on the counters that outlives [`ServerHandle::shutdown`] and can be moved to
+    /// another thread (status reporting).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.shared.clone())
     }
 
     /// Stops listening and closes every connection; returns when they are gone.
@@ -160,6 +161,22 @@ impl ServerHandle {
             let _ = t.await;
         }
         info!("nfs server stopped");
+    }
+}
+
+/// Reads a server's counters; see [`ServerHandle::stats_reader`].
+#[derive(Clone)]
+pub struct StatsReader(Arc<Shared>);
+
+impl StatsReader {
+    pub fn stats(&self) -> ServerStats {
+        let s = &self.0;
+        ServerStats {
+            connections_total: s.total.load(Ordering::Relaxed),
+            connections_active: s.active.load(Ordering::Relaxed),
+            connections_rejected: s.rejected.load(Ordering::Relaxed),
+            calls: s.calls.snapshot(),
+        }
     }
 }
 
