@@ -257,6 +257,28 @@ fn two_nodes_boot_the_shared_root_run_its_init_and_stay_stateless() -> Result<()
         Ok(())
     })?;
 
+    // The master says what it serves; `image render` shows what a node gets on top.
+    let status = lab.master.cli_json(&["nfs", "status"])?;
+    let export = &status["exports"][0];
+    assert_eq!(export["path"], format!("/images/{IMAGE}"), "{status}");
+    assert_eq!(export["ready"], true, "{status}");
+    assert!(
+        status["calls"]["read"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+    assert!(
+        status["calls"]["mount.mnt"].as_u64().unwrap_or(0) >= 2,
+        "{status}"
+    );
+    let render = lab
+        .master
+        .cli_json(&["image", "render", "alpha"])?
+        .to_string();
+    assert!(render.contains("etc/hostname"), "{render}");
+    let out = lab.sh(&ip_a, "cat /etc/hostname; ls /etc/ssh/")?;
+    assert!(out.starts_with("alpha"), "{out}");
+    assert!(out.contains("ssh_host_ed25519_key"), "{out}");
+
     // Writes land in tmpfs; the export is never written.
     let out = lab.sh(&ip_a, "echo scribble > /etc/scribble && cat /etc/scribble && echo x >> /etc/motd && cat /etc/motd")?;
     assert!(out.contains("scribble"), "{out}");

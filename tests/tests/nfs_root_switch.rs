@@ -18,17 +18,12 @@ const MASTER: &str = "http://10.96.0.1:8080";
 
 /// A static busybox (the node initramfs uses Debian's busybox-static; installing that package
 /// would remove the host's busybox, so it is only unpacked): `CM_BUSYBOX_STATIC`, or the copy
-/// `cargo xtask build-image` unpacked.
+/// `cargo xtask build-image` unpacked into its download cache.
 fn static_busybox() -> Option<std::path::PathBuf> {
-    let candidates = [
-        std::env::var("CM_BUSYBOX_STATIC").unwrap_or_default(),
-        "/work/cache/busybox-static/root/bin/busybox".into(),
-    ];
-    candidates
-        .into_iter()
-        .filter(|c| !c.is_empty())
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
+    if let Some(p) = std::env::var_os("CM_BUSYBOX_STATIC") {
+        return Some(p.into());
+    }
+    cm_tests::nfsroot::cached_busybox().ok()
 }
 
 /// `dir/bin/busybox` and a link per applet.
@@ -109,6 +104,11 @@ fn init_switches_into_a_busybox_image_over_an_overlay_with_the_node_overlay_and_
         return Ok(());
     }
     let Some(busybox) = static_busybox() else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "{t}: no static busybox (run cargo xtask build-image, or set CM_BUSYBOX_STATIC)"
+            );
+        }
         eprintln!("skipping {t}: no static busybox (set CM_BUSYBOX_STATIC)");
         return Ok(());
     };

@@ -65,6 +65,8 @@ pub const FUZZ_TARGETS: &[&str] = &[
     "import_mon",
     "ha_serial_frames",
     "images_tar",
+    "nfs_rpc",
+    "nfs_index",
 ];
 
 #[derive(clap::Args, Debug)]
