@@ -498,3 +498,65 @@ fn handles_survive_a_copy_and_updates_snapshots_and_rollbacks_reach_the_node() -
     lab.master.stop();
     Ok(())
 }
+
+#[test]
+fn a_failed_nfs_mount_is_retried_reported_and_recovers() -> Result<()> {
+    let test = "failed NFS mount retried and reported";
+    if !prerequisites(test) || !require_program(test, "nft") {
+        return Ok(());
+    }
+    let _vm = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lab = Lab::new()?;
+    let net = lab.lab.addr.octets();
+    let ip = format!("{}.{}.{}.41", net[0], net[1], net[2]);
+    let mac = "52:54:00:d0:00:04";
+    lab.add_node("delta", mac, &ip)?;
+    lab.master.start(&lab.lab.ns)?;
+    // The NFS port refuses connections (TCP reset) until the node has reported a failure.
+    lab.lab.ns.run("nft", &["add", "table", "inet", "cmtest"])?;
+    lab.lab.ns.run(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "cmtest",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ],
+    )?;
+    lab.lab.ns.run(
+        "nft",
+        &[
+            "add", "rule", "inet", "cmtest", "input", "tcp", "dport", "2049", "reject", "with",
+            "tcp", "reset",
+        ],
+    )?;
+    let mut node = lab.boot(mac)?;
+    node.wait_for_console(
+        "clustermaker-init: nfs mount attempt 1 failed",
+        BOOT_TIMEOUT,
+    )?;
+    let reported = retry(
+        "failure reported to the master",
+        Duration::from_secs(60),
+        || {
+            let v = lab.master.cli_json(&["node", "show", "delta"])?;
+            let events = v["events"].to_string();
+            anyhow::ensure!(events.contains("nfs-mount-failed"), "events: {events}");
+            Ok(events)
+        },
+    )?;
+    assert!(reported.contains("attempt 1"), "{reported}");
+    lab.lab
+        .ns
+        .run("nft", &["delete", "table", "inet", "cmtest"])?;
+    lab.wait_services(&mut node, "delta after the NFS server came back")?;
+    let console = node.console();
+    assert!(
+        console.contains("clustermaker-init: nfs root mounted"),
+        "{console}"
+    );
+    lab.master.stop();
+    Ok(())
+}
