@@ -246,6 +246,14 @@ impl Switch {
         Ok(Switch { ns })
     }
 
+    /// A tap device on the switch for a QEMU guest, and the namespace it lives in.
+    pub fn add_tap(&self, name: &str) -> Result<(&Netns, String)> {
+        self.ns.ip(&["tuntap", "add", "dev", name, "mode", "tap"])?;
+        self.ns.ip(&["link", "set", name, "master", "br0"])?;
+        self.ns.ip(&["link", "set", name, "up"])?;
+        Ok((&self.ns, name.to_string()))
+    }
+
     /// Plugs `host` in: its end of the cable is `eth0` with address `cidr`.
     pub fn attach(&self, host: &Netns, cidr: &str) -> Result<()> {
         let (inside, port) = veth(host, &self.ns)?;
@@ -394,6 +402,11 @@ impl HaLab {
             .context("SMTP sink (python3 smtpd)")?;
         self.smtp = Some(ChildGuard(child));
         Ok(())
+    }
+
+    /// The lab's switch (to plug QEMU guests in).
+    pub fn switch(&self) -> &Switch {
+        &self.switch
     }
 
     pub fn fence_log(&self) -> String {

@@ -229,6 +229,86 @@ pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Result<String> {
     })?
 }
 
+/// The workspace root (for the default download cache and boot files).
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Debian cloud kernel and its modules directory, as `cargo xtask build-image` left them.
+pub fn kernel_and_modules() -> Result<(PathBuf, PathBuf)> {
+    let boot = std::env::var_os("CM_BOOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/cm-boot"));
+    let kernel = boot.join("vmlinuz");
+    anyhow::ensure!(
+        kernel.is_file(),
+        "{}: no kernel; run `cargo xtask build-image` first",
+        kernel.display()
+    );
+    let cache = std::env::var_os("CM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/cm-cache"));
+    for e in fs::read_dir(cache.join("unpacked"))?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("linux-image-") {
+            for m in fs::read_dir(e.path().join("lib/modules"))?.flatten() {
+                return Ok((kernel, m.path()));
+            }
+        }
+    }
+    bail!("no unpacked linux-image package in {}", cache.display())
+}
+
+/// The guest-side loops of the handle-survival test, started in the background on the node.
+/// Each appends `ok` or `FAIL …` to its log in tmpfs after every round:
+/// - `l1`: path walks and program runs: the dynamically linked sha256sum over /data/big,
+///   compared with the expected hash, and `ls -lR` of the programs' directories;
+/// - `l2`: a file descriptor opened once (before the switch) and a working directory entered
+///   once, re-read through `/proc/self/fd` every round: handles that no path walk renews.
+pub fn start_loops(expected: &str) -> String {
+    format!(
+        r#"cat > /tmp/loops.sh <<'EOF'
+l1() {{
+  while :; do
+    h=$(/usr/bin/sha256sum /data/big | cut -c1-64)
+    if [ "$h" = "{expected}" ]; then echo ok >> /tmp/l1; else echo "FAIL sha=$h" >> /tmp/l1; fi
+    ls -lR /usr /bin > /dev/null 2>> /tmp/l1.err || echo "FAIL ls" >> /tmp/l1
+    sleep 1
+  done
+}}
+l2() {{
+  cd /usr/lib/x86_64-linux-gnu || exit 1
+  exec 3< /data/big
+  while :; do
+    h=$(sha256sum < /proc/self/fd/3 | cut -c1-64)
+    if [ "$h" = "{expected}" ] && [ -e libc.so.6 ]; then echo ok >> /tmp/l2; else echo "FAIL fd sha=$h" >> /tmp/l2; fi
+    sleep 1
+  done
+}}
+l1 &
+l2 &
+wait
+EOF
+setsid sh /tmp/loops.sh < /dev/null > /dev/null 2>&1 &
+echo started"#
+    )
+}
+
+/// Prints the logs of the [`start_loops`] loops (parse with [`parse_loop_status`]).
+pub const LOOP_STATUS: &str =
+    "cat /tmp/l1 /tmp/l2 2>/dev/null; echo ==; cat /tmp/l1.err 2>/dev/null";
+
+/// (ok rounds of both loops, failure lines, their text) from the output of [`LOOP_STATUS`].
+pub fn parse_loop_status(out: &str) -> (usize, usize, String) {
+    let (body, errs) = out.split_once("==").unwrap_or((out, ""));
+    let ok = body.lines().filter(|l| *l == "ok").count();
+    let fails: Vec<&str> = body.lines().filter(|l| l.starts_with("FAIL")).collect();
+    (
+        ok,
+        fails.len(),
+        format!("{}\n{}", fails.join("\n"), errs.trim()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,9 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use cm_tests::master::Master;
-use cm_tests::nfsroot::{build_busybox_root, cached_busybox, guest_sh, http_get, GUEST_SHELL_PORT};
+use cm_tests::nfsroot::{
+    build_busybox_root, cached_busybox, guest_sh, http_get, kernel_and_modules, parse_loop_status,
+    start_loops, GUEST_SHELL_PORT, LOOP_STATUS,
+};
 use cm_tests::qemu::{Boot, BootLab, NodeOptions, QemuNode};
 use cm_tests::{require_program, require_root};
 
@@ -37,34 +40,6 @@ fn prerequisites(test: &str) -> bool {
         && require_program(test, "qemu-system-x86_64")
         && require_program(test, "ssh-keygen")
         && Path::new("/usr/lib/ipxe/undionly.kpxe").exists()
-}
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The Debian cloud kernel and its modules directory, as `cargo xtask build-image` left them.
-fn kernel_and_modules() -> Result<(PathBuf, PathBuf)> {
-    let boot = std::env::var_os("CM_BOOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/cm-boot"));
-    let kernel = boot.join("vmlinuz");
-    anyhow::ensure!(
-        kernel.is_file(),
-        "{}: no kernel; run `cargo xtask build-image` first",
-        kernel.display()
-    );
-    let cache = std::env::var_os("CM_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/cm-cache"));
-    for e in fs::read_dir(cache.join("unpacked"))?.flatten() {
-        if e.file_name().to_string_lossy().starts_with("linux-image-") {
-            for m in fs::read_dir(e.path().join("lib/modules"))?.flatten() {
-                return Ok((kernel, m.path()));
-            }
-        }
-    }
-    bail!("no unpacked linux-image package in {}", cache.display())
 }
 
 struct Lab {
@@ -326,55 +301,10 @@ fn two_nodes_boot_the_shared_root_run_its_init_and_stay_stateless() -> Result<()
     Ok(())
 }
 
-/// The guest-side loops of the handle-survival test, started in the background on the node.
-/// Each appends `ok` or `FAIL …` to its log in tmpfs after every round:
-/// - `l1`: path walks and program runs: the dynamically linked sha256sum over /data/big,
-///   compared with the expected hash, and `ls -lR` of the programs' directories;
-/// - `l2`: a file descriptor opened once (before the switch) and a working directory entered
-///   once, re-read through `/proc/self/fd` every round: handles that no path walk renews.
-fn start_loops(expected: &str) -> String {
-    format!(
-        r#"cat > /tmp/loops.sh <<'EOF'
-l1() {{
-  while :; do
-    h=$(/usr/bin/sha256sum /data/big | cut -c1-64)
-    if [ "$h" = "{expected}" ]; then echo ok >> /tmp/l1; else echo "FAIL sha=$h" >> /tmp/l1; fi
-    ls -lR /usr /bin > /dev/null 2>> /tmp/l1.err || echo "FAIL ls" >> /tmp/l1
-    sleep 1
-  done
-}}
-l2() {{
-  cd /usr/lib/x86_64-linux-gnu || exit 1
-  exec 3< /data/big
-  while :; do
-    h=$(sha256sum < /proc/self/fd/3 | cut -c1-64)
-    if [ "$h" = "{expected}" ] && [ -e libc.so.6 ]; then echo ok >> /tmp/l2; else echo "FAIL fd sha=$h" >> /tmp/l2; fi
-    sleep 1
-  done
-}}
-l1 &
-l2 &
-wait
-EOF
-setsid sh /tmp/loops.sh < /dev/null > /dev/null 2>&1 &
-echo started"#
-    )
-}
-
 /// (rounds of the path loop, failure lines, their text) so far.
 fn loop_status(lab: &Lab, ip: &str) -> Result<(usize, usize, String)> {
-    let out = lab.sh(
-        ip,
-        "cat /tmp/l1 /tmp/l2 2>/dev/null; echo ==; cat /tmp/l1.err 2>/dev/null",
-    )?;
-    let (body, errs) = out.split_once("==").unwrap_or((&out, ""));
-    let ok = body.lines().filter(|l| *l == "ok").count();
-    let fails: Vec<&str> = body.lines().filter(|l| l.starts_with("FAIL")).collect();
-    Ok((
-        ok,
-        fails.len(),
-        format!("{}\n{}", fails.join("\n"), errs.trim()),
-    ))
+    let out = lab.sh(ip, LOOP_STATUS)?;
+    Ok(parse_loop_status(&out))
 }
 
 fn inode_of(p: &Path) -> u64 {
