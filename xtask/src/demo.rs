@@ -1,10 +1,13 @@
-//! `cargo xtask demo`: a master in a private network namespace PXE-boots one QEMU node, and the
-//! node's boot stages are shown until it reports itself online.
+//! `cargo xtask demo`: a master in a private network namespace PXE-boots one QEMU node into a
+//! shared root, and the node's boot stages are shown until the services of the image answer.
 //!
 //! Steps: install missing Debian packages, build `clustermaker` and the boot files
-//! (build-image), make the lab namespace (bridge `br0` at 10.99.0.1/24 with a tap for the
-//! node), start the master ([`start_master`]: the one function to adapt when `serve` changes),
-//! boot the node and follow its console. Everything it started is stopped and the namespace
+//! (build-image), build a small busybox root into the master's image store as image `default`
+//! (`clustermaker image build default --from dir:…`), make the lab namespace (bridge `br0` at
+//! 10.99.0.1/24 with a tap for the node), start the master ([`start_master`]: the one function
+//! to adapt when `serve` changes), boot the node and follow its console: it mounts the image
+//! from the master's NFS server, puts a tmpfs overlay on top, and runs the image's init, whose
+//! web server the demo then asks for a page. Everything it started is stopped and the namespace
 //! deleted on every exit path: success, error, panic, or Ctrl-C.
 
 use std::fs;
@@ -92,7 +95,7 @@ pub fn run(args: &DemoArgs, workspace: &Path) -> Result<()> {
     // SIGINT from the terminal and exit on their own.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
 
-    let mut ui = Ui::new(Mode::Human, 5);
+    let mut ui = Ui::new(Mode::Human, 6);
     let out = args
         .out
         .clone()
@@ -130,6 +133,42 @@ pub fn run(args: &DemoArgs, workspace: &Path) -> Result<()> {
         Ok(binary)
     })?;
 
+    let state = std::env::temp_dir().join("cm-demo-state");
+    let _cleanup = RemoveOnDrop(state.clone());
+    ui.step("shared root image", |s| {
+        let _ = fs::remove_dir_all(&state);
+        let root = state.join("src-root");
+        let busybox = cm_tests::nfsroot::cached_busybox()?;
+        cm_tests::nfsroot::build_busybox_root(&root, &busybox, 0)?;
+        let (_, modules) = cm_tests::nfsroot::kernel_and_modules()?;
+        let config = state.join("image.toml");
+        fs::write(
+            &config,
+            format!("state_dir = \"{}\"\n", state.join("master").display()),
+        )?;
+        let out_cmd = Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .args(["image", "build", "default", "--from"])
+            .arg(format!("dir:{}", root.display()))
+            .arg("--kernel")
+            .arg(out.join("vmlinuz"))
+            .arg("--modules")
+            .arg(&modules)
+            .arg("--busybox")
+            .arg(&busybox)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out_cmd.status.success() {
+            bail!(
+                "clustermaker image build failed: {}",
+                crate::cmd::last_line(&out_cmd.stderr)
+            );
+        }
+        s.summary(String::from_utf8_lossy(&out_cmd.stdout).trim().to_string());
+        Ok(())
+    })?;
+
     let lab = ui.step("lab network namespace", |s| {
         let lab = BootLab::with_addresses(MASTER_CIDR, MASTER_CIDR6)?;
         s.summary(format!("{} with br0 {MASTER_CIDR}", lab.ns.name));
@@ -137,7 +176,7 @@ pub fn run(args: &DemoArgs, workspace: &Path) -> Result<()> {
     })?;
 
     let master = ui.step("master (clustermaker serve)", |s| {
-        let m = start_master(&lab, &binary, &out)?;
+        let m = start_master(&lab, &binary, &state.join("master"))?;
         s.summary(format!(
             "{} in {}, log {}",
             m.url,
@@ -173,10 +212,17 @@ pub fn run(args: &DemoArgs, workspace: &Path) -> Result<()> {
         }
     };
     ui.info(format!(
-        "\nnode {} online {:.1}s after power-on",
+        "\nnode {} runs the shared root's init {:.1}s after power-on",
         args.mac,
         online.as_secs_f64()
     ));
+    if let Some(ip) = node_ip(&node.console()) {
+        let page = http_get_in(&lab.ns.name, SocketAddr::new(ip.into(), 80), "/index.html");
+        match page {
+            Ok(body) => ui.info(format!("http://{ip}/ on the node says: {}", body.trim())),
+            Err(e) => ui.info(format!("the node's web server did not answer: {e:#}")),
+        }
+    }
     ui.info(master.node_command(&binary, "discovered"));
     ui.info(master.node_command(&binary, "list"));
     if args.stay {
@@ -186,6 +232,15 @@ pub fn run(args: &DemoArgs, workspace: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Removes a scratch directory on every exit path.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A running master; stopped (with its namespace's other processes) when dropped.
@@ -222,13 +277,11 @@ impl Master {
 
 /// Starts `clustermaker serve` inside the lab with a configuration for the lab's bridge and the
 /// boot files in `boot_dir` as the default image, and waits until its HTTP port answers.
-pub fn start_master(lab: &BootLab, binary: &Path, boot_dir: &Path) -> Result<Master> {
+/// Starts `clustermaker serve` in the lab with `state` as its state directory (holding the
+/// image store with the `default` image).
+pub fn start_master(lab: &BootLab, binary: &Path, state: &Path) -> Result<Master> {
     let dir = std::env::temp_dir().join(format!("cm-demo-{}", lab.ns.name));
-    let state = dir.join("state");
-    fs::create_dir_all(state.join("images"))?;
-    let image = state.join("images/default");
-    let _ = fs::remove_file(&image);
-    std::os::unix::fs::symlink(fs::canonicalize(boot_dir)?, &image)?;
+    fs::create_dir_all(&dir)?;
     let config = dir.join("clustermaker.toml");
     fs::write(
         &config,
@@ -345,7 +398,13 @@ fn follow_console(node: &mut QemuNode, master: &Master, timeout: Duration) -> Re
                     &clean[i + "clustermaker-init:".len()..].trim()
                 );
             }
-            if clean.contains("clustermaker-init: online") {
+            if let Some(i) = clean.find("image-init:") {
+                eprintln!(
+                    "  {t:>6.1}s  image:  {}",
+                    clean[i + "image-init:".len()..].trim()
+                );
+            }
+            if clean.contains("image-init: services started") {
                 return Ok(node.started.elapsed());
             }
         }
@@ -367,6 +426,31 @@ fn follow_console(node: &mut QemuNode, master: &Master, timeout: Duration) -> Re
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The node's address from its `network up ip=…` console line.
+fn node_ip(console: &str) -> Option<std::net::Ipv4Addr> {
+    console
+        .lines()
+        .filter(|l| l.contains("clustermaker-init: network up"))
+        .find_map(|l| field(l, "ip=")?.parse().ok())
+}
+
+/// A plain HTTP/1.0 GET from inside namespace `ns`; the body.
+fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> Result<String> {
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    in_netns(ns, move || -> Result<String> {
+        use std::io::Write;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(req.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(out))
+    })?
 }
 
 /// The value of `key` (e.g. `stage=`) in a tracing log line.
