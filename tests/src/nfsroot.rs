@@ -250,7 +250,7 @@ pub fn kernel_and_modules() -> Result<(PathBuf, PathBuf)> {
         .unwrap_or_else(|| workspace().join("target/cm-cache"));
     for e in fs::read_dir(cache.join("unpacked"))?.flatten() {
         if e.file_name().to_string_lossy().starts_with("linux-image-") {
-            for m in fs::read_dir(e.path().join("lib/modules"))?.flatten() {
+            if let Some(m) = fs::read_dir(e.path().join("lib/modules"))?.flatten().next() {
                 return Ok((kernel, m.path()));
             }
         }
