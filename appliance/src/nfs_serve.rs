@@ -514,27 +514,93 @@ impl StatusWriter {
 /// (block replication) keeps handles; a file-by-file copy does not (that is what the embedded
 /// server is for).
 pub fn kernel_exports(config: &Config) -> Result<String> {
-    let allow = allow_list(config)?;
-    let clients: Vec<String> = allow
-        .iter()
-        .map(|(ip, len)| {
-            format!("{ip}/{len}(ro,no_root_squash,no_subtree_check,sync,fsid={{FSID}})")
-        })
-        .collect();
+    Ok(kernel_exports_text(
+        &image_exports(&config.boot.images_dir),
+        &allow_list(config)?,
+    ))
+}
+
+/// The exports(5) text for `specs`, one line per image, each client network with read-only,
+/// no root squash (a node's root must read root-only files) and a fixed fsid from the name.
+/// The kernel resolves the `current` link when `exportfs -ra` runs: run it again after
+/// `image update`. A host image's excludes cannot be expressed (knfsd exports whole trees;
+/// other file systems below it are not crossed).
+pub fn kernel_exports_text(specs: &BTreeMap<String, ExportSpec>, allow: &[(IpAddr, u8)]) -> String {
     let mut out =
         String::from("# Written by clustermaker (nfs.kernel_exports_file); do not edit.\n");
-    for (name, spec) in image_exports(&config.boot.images_dir) {
+    for (name, spec) in specs {
         let dir = match &spec.source {
             ExportSource::Current(link) => link.join("root"),
             ExportSource::Directory(d) => d.clone(),
         };
-        let fsid = u32::from_le_bytes(blake3::hash(name.as_bytes()).as_bytes()[..4].try_into()?)
-            & 0x7fff_ffff;
-        let line: Vec<String> = clients
+        let hash = blake3::hash(name.as_bytes());
+        let bytes = hash.as_bytes();
+        let fsid =
+            (u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) & 0x7fff_ffff).max(1);
+        let clients: Vec<String> = allow
             .iter()
-            .map(|c| c.replace("{FSID}", &fsid.max(1).to_string()))
+            .map(|(ip, len)| {
+                format!("{ip}/{len}(ro,no_root_squash,no_subtree_check,sync,fsid={fsid})")
+            })
             .collect();
-        out.push_str(&format!("\"{}\" {}\n", dir.display(), line.join(" ")));
+        out.push_str(&format!("\"{}\" {}\n", dir.display(), clients.join(" ")));
     }
-    Ok(out)
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_exports_name_every_image_with_a_stable_fsid() {
+        let mut specs = BTreeMap::new();
+        specs.insert(
+            "busy".to_string(),
+            ExportSpec::new(
+                "busy",
+                b"/images/busy",
+                ExportSource::Current("/s/images/busy/current".into()),
+            ),
+        );
+        specs.insert(
+            "host".to_string(),
+            ExportSpec::new("host", b"/images/host", ExportSource::Directory("/".into())),
+        );
+        let allow = [("10.0.0.0".parse().unwrap(), 24)];
+        let text = kernel_exports_text(&specs, &allow);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].starts_with("\"/s/images/busy/current/root\" 10.0.0.0/24(ro,no_root_squash,")
+        );
+        assert!(lines[2].starts_with("\"/\" 10.0.0.0/24(ro,"));
+        assert_eq!(
+            text,
+            kernel_exports_text(&specs, &allow),
+            "stable across runs"
+        );
+        let fsid = |l: &str| {
+            l.split("fsid=")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(')')
+                .to_string()
+        };
+        assert_ne!(fsid(lines[1]), fsid(lines[2]));
+    }
+
+    #[test]
+    fn the_default_allow_list_is_the_boot_network() {
+        let c = Config::parse(
+            "[network]\naddress = \"10.5.6.7\"\nprefix_len = 16\n",
+            "t",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(
+            allow_list(&c).unwrap(),
+            vec![("10.5.0.0".parse().unwrap(), 16)]
+        );
+    }
 }
