@@ -43,7 +43,8 @@ pub fn run(config: &Config, cmd: NfsCommand) -> Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            let stale = now.saturating_sub(status.updated_ms) > STALE_AFTER_MS;
+            let limit = STALE_AFTER_MS.max(3 * config.nfs.rescan_interval.as_millis() as u64);
+            let stale = now.saturating_sub(status.updated_ms) > limit;
             if json {
                 let mut v = serde_json::to_value(&status)?;
                 v["stale"] = serde_json::Value::Bool(stale);
@@ -59,7 +60,9 @@ pub fn run(config: &Config, cmd: NfsCommand) -> Result<()> {
 fn render(s: &NfsStatus, stale: bool) -> String {
     let mut out = String::new();
     if stale {
-        out.push_str("warning: this status is old: is `clustermaker serve` running?\n");
+        out.push_str(
+            "warning: this status is old: `clustermaker serve` is not running, or busy indexing a new image\n",
+        );
     }
     out.push_str(&format!(
         "listening on {}; nodes mount from {} with {}\nhandle key {}\n",

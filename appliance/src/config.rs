@@ -229,8 +229,10 @@ impl Config {
         if self.boot.images_dir.is_relative() {
             self.boot.images_dir = self.state_dir.join(&self.boot.images_dir);
         }
-        if self.nfs.handle_key_file.is_relative() {
-            self.nfs.handle_key_file = self.state_dir.join(&self.nfs.handle_key_file);
+        if let Some(k) = &self.nfs.handle_key_file {
+            if k.is_relative() {
+                self.nfs.handle_key_file = Some(self.state_dir.join(k));
+            }
         }
         if self.ha.key_file.is_relative() {
             self.ha.key_file = config_dir.join(&self.ha.key_file);

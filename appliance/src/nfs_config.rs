@@ -29,10 +29,12 @@ pub struct NfsConfig {
     /// The address nodes mount from; default: the first HA `ipaddr` resource (the virtual
     /// IP), else `network.address`.
     pub server_address: Option<Ipv4Addr>,
-    /// The 32-byte key that file handles are derived from. Both masters must hold the same
-    /// one (cloning a master copies it); made at first start when missing. Relative to
-    /// `state_dir`.
-    pub handle_key_file: PathBuf,
+    /// The 32-byte key that file handles are derived from; both masters must use the same.
+    /// Unset (the default): with `[ha]` enabled it is derived from the HA key, which both
+    /// masters already share, so they cannot disagree; without HA it is `state_dir/nfs/
+    /// handle.key`, made at first start. Set it to pin a key of your own (relative to
+    /// `state_dir`); it is then made at first start when missing.
+    pub handle_key_file: Option<PathBuf>,
     /// Older versions of an image kept loaded, so programs that nodes are running from a
     /// replaced file keep their old content.
     pub keep_versions: usize,
@@ -55,7 +57,7 @@ impl Default for NfsConfig {
             allow: Vec::new(),
             require_privileged_port: false,
             server_address: None,
-            handle_key_file: PathBuf::from("nfs/handle.key"),
+            handle_key_file: None,
             keep_versions: 2,
             rescan_interval: Duration::from_secs(2),
             mount_options: String::new(),

@@ -4,12 +4,16 @@
 //! - **Which exports**: an image whose current version holds a tree is served from its
 //!   `current` link (a publication switches the link; the `nfs` crate notices and serves the new
 //!   version while retaining the old ones for handles already held); a `host` image is served
-//!   live from its root minus its excludes. Images built, removed or turned from tree to live
-//!   while serving change the set: a new [`nfs::exports::Exports`] is built and fully indexed
-//!   beside the old one and swapped in only when ready, so nodes never see JUKEBOX delays for
-//!   an image they already use.
-//! - **The handle key** (`nfs.handle_key_file`) is made on first start; both masters must hold
-//!   the same (cloning copies the state directory), or every handle goes stale at failover.
+//!   live from its root minus its excludes. Each image has its own [`Exports`] (index,
+//!   retained versions, rescanner), and requests are routed by the export id in the handle: an
+//!   image built or removed while serving never disturbs the others. A new or changed image is
+//!   fully indexed before it is routed to, so nodes never wait for an index.
+//! - **A store that cannot be read is not a store without images**: an image whose metadata
+//!   cannot be read right now keeps being served as before; only an image whose directory is
+//!   gone stops being exported (its handles then answer STALE, as they must).
+//! - **The handle key**: with HA it is derived from the HA key both masters already share, so
+//!   they cannot disagree (a mismatch would stale every handle at failover); without HA it is
+//!   a file made on first start; `nfs.handle_key_file` pins one.
 //! - **Export generation**: whenever served content changes, the number in
 //!   `state_dir/export-generation` goes up; node agents see it in their metrics reply and drop
 //!   their dentry caches, so files added to the image appear through the node's overlay.
@@ -25,7 +29,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nfs::exports::{ExportSource, ExportSpec, Exports, ExportsConfig, Rescanner};
 use nfs::fs::{Attributes, DirEntry, FileHandle, Filesystem, FsStat, MountError, NfsError};
-use nfs::handle::HandleKey;
+use nfs::handle::{ExportId, HandleKey};
 use nfs::server::{Server, ServerConfig, ServerHandle, StatsReader};
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +46,7 @@ pub fn load_or_create_key(path: &Path) -> Result<HandleKey> {
     if path.exists() {
         return HandleKey::load(path).with_context(|| {
             format!(
-                "nfs.handle_key_file {} (fix: chmod 600 it, or restore the key both masters share)",
+                "NFS handle key {} (fix: chmod 600 it, or restore the key both masters share)",
                 path.display()
             )
         });
@@ -55,26 +59,59 @@ pub fn load_or_create_key(path: &Path) -> Result<HandleKey> {
     tracing::info!(
         key = %path.display(),
         fingerprint = %key.fingerprint(),
-        "nfs: made a new handle key (the backup master must get the same file)"
+        "nfs: made a new handle key"
     );
     Ok(key)
 }
 
+/// Domain separation: the handle key is never the HA key itself.
+const HANDLE_KEY_CONTEXT: &str = "clustermaker 2026-11 nfs file handle key v1";
+
+/// The handle key and where it comes from (see the module doc).
+pub fn handle_key(config: &Config) -> Result<(HandleKey, String)> {
+    if let Some(path) = &config.nfs.handle_key_file {
+        return Ok((load_or_create_key(path)?, path.display().to_string()));
+    }
+    if config.ha.enabled {
+        // Validates owner-only permissions and length like the HA runtime does.
+        runtime::ha::read_key(&config.ha.key_file)?;
+        let material = std::fs::read(&config.ha.key_file)
+            .with_context(|| format!("cannot read the HA key {}", config.ha.key_file.display()))?;
+        let key = blake3::derive_key(HANDLE_KEY_CONTEXT, material.trim_ascii());
+        return Ok((
+            HandleKey(key),
+            format!("derived from the HA key {}", config.ha.key_file.display()),
+        ));
+    }
+    let path = config.state_dir.join("nfs/handle.key");
+    Ok((load_or_create_key(&path)?, path.display().to_string()))
+}
+
 /// The export of each image in `images_dir` whose current version can be served, by name.
-/// Images without a current version, or whose metadata cannot be read, are left out with a
-/// warning (the rest are still served).
-pub fn image_exports(images_dir: &Path) -> BTreeMap<String, ExportSpec> {
-    let mut out = BTreeMap::new();
+///
+/// `previous` is what is served now: when the store cannot be listed, it is kept whole; when
+/// one image's metadata cannot be read, that image keeps its previous export (with a warning).
+/// Only an image whose directory is gone is left out. Host images get an index cache in
+/// `state_dir/nfs/` so a restart does not hash the master's whole root again.
+pub fn image_exports(
+    images_dir: &Path,
+    state_dir: &Path,
+    previous: &BTreeMap<String, ExportSpec>,
+) -> BTreeMap<String, ExportSpec> {
     let store = images::store::Store::new(images_dir);
     let names = match store.names() {
         Ok(n) => n,
         Err(e) => {
             if images_dir.exists() {
-                tracing::warn!("nfs: cannot list images in {}: {e:#}", images_dir.display());
+                tracing::warn!(
+                    "nfs: cannot list images in {} (still serving the previous set): {e:#}",
+                    images_dir.display()
+                );
             }
-            return out;
+            return previous.clone();
         }
     };
+    let mut out = BTreeMap::new();
     for name in names {
         let link = store.image_dir(&name).join("current");
         let meta = match store
@@ -84,7 +121,13 @@ pub fn image_exports(images_dir: &Path) -> BTreeMap<String, ExportSpec> {
             Ok(Some(m)) => m,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!("nfs: image {name} is not exported: {e:#}");
+                match previous.get(&name) {
+                    Some(spec) => {
+                        tracing::warn!("nfs: image {name}: {e:#} (still serving it as before)");
+                        out.insert(name, spec.clone());
+                    }
+                    None => tracing::warn!("nfs: image {name} is not exported: {e:#}"),
+                }
                 continue;
             }
         };
@@ -96,6 +139,7 @@ pub fn image_exports(images_dir: &Path) -> BTreeMap<String, ExportSpec> {
             images::meta::Export::Live { root, exclude } => {
                 let mut s = ExportSpec::new(&name, path.as_bytes(), ExportSource::Directory(root));
                 s.exclude = exclude.into_iter().map(PathBuf::from).collect();
+                s.index_file = Some(state_dir.join("nfs").join(format!("{name}.nfs-index")));
                 s
             }
         };
@@ -104,51 +148,118 @@ pub fn image_exports(images_dir: &Path) -> BTreeMap<String, ExportSpec> {
     out
 }
 
-fn same_specs(a: &BTreeMap<String, ExportSpec>, b: &BTreeMap<String, ExportSpec>) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|((na, sa), (nb, sb))| {
-            na == nb && sa.path == sb.path && sa.source == sb.source && sa.exclude == sb.exclude
-        })
+fn same_spec(a: &ExportSpec, b: &ExportSpec) -> bool {
+    a.path == b.path
+        && a.source == b.source
+        && a.exclude == b.exclude
+        && a.index_file == b.index_file
 }
 
-/// The exports being served: swapped whole when the set of images changes.
+/// One exported image: its own index, retained versions and rescanner.
+pub struct Served {
+    spec: ExportSpec,
+    id: ExportId,
+    exports: Arc<Exports>,
+    _rescanner: Rescanner,
+}
+
+impl Served {
+    /// Builds and fully indexes the export (blocking: walks and hashes the tree).
+    fn build(key: &HandleKey, spec: &ExportSpec, cfg: &ExportsConfig) -> Result<Served> {
+        let exports = Arc::new(
+            Exports::new(key.clone(), vec![spec.clone()], cfg.clone())
+                .map_err(|e| anyhow::anyhow!("export {}: {e}", spec.name))?,
+        );
+        exports.rescan_all();
+        let rescanner = exports
+            .start_rescanner()
+            .context("cannot start the NFS rescanner thread")?;
+        if let Some(s) = exports.stats(&spec.name) {
+            tracing::info!(
+                export = %export_path(&spec.name),
+                version = %s.version,
+                entries = s.entries,
+                ms = s.index_build.as_millis() as u64,
+                ready = s.ready,
+                "nfs: exporting"
+            );
+        }
+        Ok(Served {
+            id: nfs::handle::export_id(key, &spec.name),
+            spec: spec.clone(),
+            exports,
+            _rescanner: rescanner,
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.exports.generation(&self.spec.name).unwrap_or(0)
+    }
+}
+
+/// The exports being served, routed by the export id in each handle.
 pub struct LiveExports {
-    current: RwLock<Arc<Exports>>,
+    current: RwLock<Arc<Vec<Arc<Served>>>>,
 }
 
 impl LiveExports {
-    fn get(&self) -> Arc<Exports> {
+    fn get(&self) -> Arc<Vec<Arc<Served>>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
+    fn set(&self, served: Vec<Arc<Served>>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(served);
+    }
+
+    /// The image a handle belongs to: BADHANDLE when it is not ours, STALE when its image is
+    /// not exported (any more).
+    fn route(&self, fh: &FileHandle) -> Result<Arc<Served>, NfsError> {
+        let id = nfs::handle::decode(fh)?.export;
+        self.get()
+            .iter()
+            .find(|s| s.id == id)
+            .cloned()
+            .ok_or(NfsError::Stale)
+    }
+
     /// Served content generation summed over exports (changes whenever any export's does).
     pub fn generation_sum(&self) -> u64 {
-        let e = self.get();
-        e.names()
+        self.get()
             .iter()
-            .filter_map(|n| e.generation(n))
-            .fold(0u64, |a, g| a.wrapping_add(g))
+            .fold(0u64, |a, s| a.wrapping_add(s.generation()))
     }
 }
 
 impl Filesystem for LiveExports {
     fn mount(&self, path: &[u8]) -> Result<FileHandle, MountError> {
-        self.get().mount(path)
+        let served = self.get();
+        let trimmed = match path.len() {
+            n if n > 1 && path.ends_with(b"/") => &path[..n - 1],
+            _ => path,
+        };
+        let owner = served.iter().find(|s| {
+            let p = s.spec.path.as_slice();
+            trimmed == p || (trimmed.starts_with(p) && trimmed.get(p.len()) == Some(&b'/'))
+        });
+        match owner {
+            Some(s) => s.exports.mount(path),
+            None => Err(MountError::NoEnt),
+        }
     }
     fn export_paths(&self) -> Vec<Vec<u8>> {
-        self.get().export_paths()
+        self.get().iter().map(|s| s.spec.path.clone()).collect()
     }
     fn getattr(&self, fh: &FileHandle) -> Result<Attributes, NfsError> {
-        self.get().getattr(fh)
+        self.route(fh)?.exports.getattr(fh)
     }
     fn lookup(&self, dir: &FileHandle, name: &[u8]) -> Result<(FileHandle, Attributes), NfsError> {
-        self.get().lookup(dir, name)
+        self.route(dir)?.exports.lookup(dir, name)
     }
     fn readlink(&self, fh: &FileHandle) -> Result<Vec<u8>, NfsError> {
-        self.get().readlink(fh)
+        self.route(fh)?.exports.readlink(fh)
     }
     fn readdir(
         &self,
@@ -156,7 +267,7 @@ impl Filesystem for LiveExports {
         after: u64,
         max_entries: usize,
     ) -> Result<(Vec<DirEntry>, bool), NfsError> {
-        self.get().readdir(dir, after, max_entries)
+        self.route(dir)?.exports.readdir(dir, after, max_entries)
     }
     fn read(
         &self,
@@ -164,11 +275,43 @@ impl Filesystem for LiveExports {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(usize, bool, Attributes), NfsError> {
-        self.get().read(fh, offset, buf)
+        self.route(fh)?.exports.read(fh, offset, buf)
     }
     fn fsstat(&self, fh: &FileHandle) -> Result<(Attributes, FsStat), NfsError> {
-        self.get().fsstat(fh)
+        self.route(fh)?.exports.fsstat(fh)
     }
+}
+
+/// The exports for `specs`: existing [`Served`] kept when their spec is unchanged (their
+/// retained versions with them), the others built (blocking). An image whose export cannot be
+/// built keeps its previous one, if any.
+fn reconcile(
+    key: &HandleKey,
+    cfg: &ExportsConfig,
+    old: &[Arc<Served>],
+    specs: &BTreeMap<String, ExportSpec>,
+) -> (Vec<Arc<Served>>, bool) {
+    let mut changed = old.len() != specs.len();
+    let mut out = Vec::new();
+    for (name, spec) in specs {
+        let existing = old.iter().find(|s| &s.spec.name == name);
+        match existing {
+            Some(s) if same_spec(&s.spec, spec) => out.push(s.clone()),
+            _ => match Served::build(key, spec, cfg) {
+                Ok(s) => {
+                    changed = true;
+                    out.push(Arc::new(s));
+                }
+                Err(e) => {
+                    tracing::error!("nfs: cannot export image {name}: {e:#}");
+                    if let Some(s) = existing {
+                        out.push(s.clone());
+                    }
+                }
+            },
+        }
+    }
+    (out, changed)
 }
 
 /// A running NFS service; stopped when dropped (the server with [`NfsService::shutdown`]).
@@ -220,23 +363,6 @@ fn exports_config(config: &Config) -> ExportsConfig {
     }
 }
 
-/// Builds and fully indexes an export set (blocking: walks and hashes trees).
-fn build_exports(
-    key: &HandleKey,
-    specs: &BTreeMap<String, ExportSpec>,
-    cfg: &ExportsConfig,
-) -> Result<(Arc<Exports>, Rescanner)> {
-    let exports = Arc::new(
-        Exports::new(key.clone(), specs.values().cloned().collect(), cfg.clone())
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-    exports.rescan_all();
-    let rescanner = exports
-        .start_rescanner()
-        .context("cannot start the NFS rescanner thread")?;
-    Ok((exports, rescanner))
-}
-
 /// Raises the number in `state_dir/export-generation` (atomically: temp file + rename).
 fn bump_export_generation(state_dir: &Path) {
     let path = crate::node_api::export_generation_path(state_dir);
@@ -252,28 +378,20 @@ fn bump_export_generation(state_dir: &Path) {
 /// Starts the NFS service of `serve`: indexes every image (blocking, before nodes are
 /// answered, so the first mount never waits), binds the listeners, and watches the store.
 pub async fn start(config: &Config) -> Result<NfsService> {
-    let key = load_or_create_key(&config.nfs.handle_key_file)?;
+    let (key, key_origin) = handle_key(config)?;
     let images_dir = config.boot.images_dir.clone();
+    let state_dir = config.state_dir.clone();
     let cfg = exports_config(config);
-    let specs = image_exports(&images_dir);
-    let (exports, rescanner) = {
+    let specs = image_exports(&images_dir, &state_dir, &BTreeMap::new());
+    let served = {
         let (key, specs, cfg) = (key.clone(), specs.clone(), cfg.clone());
-        tokio::task::spawn_blocking(move || build_exports(&key, &specs, &cfg)).await??
+        tokio::task::spawn_blocking(move || reconcile(&key, &cfg, &[], &specs).0).await?
     };
-    for name in exports.names() {
-        if let Some(s) = exports.stats(&name) {
-            tracing::info!(
-                export = %export_path(&name),
-                version = %s.version,
-                entries = s.entries,
-                ms = s.index_build.as_millis() as u64,
-                "nfs: exporting"
-            );
-        }
-    }
     let live = Arc::new(LiveExports {
-        current: RwLock::new(exports),
+        current: RwLock::new(Arc::new(served)),
     });
+    // Content may have changed while serve was down: tell the agents once.
+    bump_export_generation(&state_dir);
     let server_config = ServerConfig {
         listen: config.nfs.listen.clone(),
         allow: allow_list(config)?,
@@ -288,7 +406,12 @@ pub async fn start(config: &Config) -> Result<NfsService> {
                 server_config.listen
             )
         })?;
-    tracing::info!(listen = ?server.local_addrs(), key = %key.fingerprint(), "nfs: serving");
+    tracing::info!(
+        listen = ?server.local_addrs(),
+        key = %key.fingerprint(),
+        key_origin = %key_origin,
+        "nfs: serving"
+    );
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let status = StatusWriter {
@@ -313,7 +436,7 @@ pub async fn start(config: &Config) -> Result<NfsService> {
             .name("nfs-images".into())
             .spawn(move || {
                 watch_store(
-                    live, rescanner, specs, key, cfg, images_dir, state_dir, interval, status, stop,
+                    live, specs, key, cfg, images_dir, state_dir, interval, status, stop,
                 )
             })
             .context("cannot start the NFS image watcher")?
@@ -325,12 +448,12 @@ pub async fn start(config: &Config) -> Result<NfsService> {
     })
 }
 
-/// Follows the store: a changed set of images → a new export set, built beside the old one and
-/// swapped in when indexed; a changed content generation → `export-generation` bumped.
+/// Follows the store: images added, changed or removed → their exports built (before they are
+/// routed to) or dropped, the others untouched; served content changed → `export-generation`
+/// raised.
 #[allow(clippy::too_many_arguments)]
 fn watch_store(
     live: Arc<LiveExports>,
-    mut rescanner: Rescanner,
     mut specs: BTreeMap<String, ExportSpec>,
     key: HandleKey,
     cfg: ExportsConfig,
@@ -351,19 +474,21 @@ fn watch_store(
         }
         waited = Duration::ZERO;
         status.write(&live);
-        let now = image_exports(&images_dir);
-        if !same_specs(&now, &specs) {
-            match build_exports(&key, &now, &cfg) {
-                Ok((exports, r)) => {
-                    tracing::info!(images = ?now.keys().collect::<Vec<_>>(), "nfs: image set changed");
-                    *live.current.write().unwrap_or_else(|e| e.into_inner()) = exports;
-                    rescanner = r;
-                    specs = now;
-                    bump_export_generation(&state_dir);
-                    last_generation = live.generation_sum();
-                }
-                Err(e) => tracing::error!("nfs: cannot export the new image set: {e:#}"),
+        let now = image_exports(&images_dir, &state_dir, &specs);
+        let unchanged = now.len() == specs.len()
+            && now
+                .iter()
+                .all(|(n, s)| specs.get(n).is_some_and(|old| same_spec(old, s)));
+        if !unchanged {
+            let old = live.get();
+            let (served, changed) = reconcile(&key, &cfg, &old, &now);
+            if changed {
+                tracing::info!(images = ?now.keys().collect::<Vec<_>>(), "nfs: image set changed");
+                live.set(served);
+                bump_export_generation(&state_dir);
+                last_generation = live.generation_sum();
             }
+            specs = now;
             continue;
         }
         let g = live.generation_sum();
@@ -372,7 +497,6 @@ fn watch_store(
             bump_export_generation(&state_dir);
         }
     }
-    drop(rescanner);
     let _ = std::fs::remove_file(&status.path);
 }
 
@@ -465,10 +589,10 @@ impl StatusWriter {
             key_fingerprint: self.key_fingerprint.clone(),
             mount_options: self.mount_options.clone(),
             exports: exports
-                .names()
-                .into_iter()
-                .filter_map(|name| {
-                    let s = exports.stats(&name)?;
+                .iter()
+                .filter_map(|served| {
+                    let name = served.spec.name.clone();
+                    let s = served.exports.stats(&name)?;
                     Some(ExportStatus {
                         path: export_path(&name),
                         name,
@@ -515,7 +639,7 @@ impl StatusWriter {
 /// server is for).
 pub fn kernel_exports(config: &Config) -> Result<String> {
     Ok(kernel_exports_text(
-        &image_exports(&config.boot.images_dir),
+        &image_exports(&config.boot.images_dir, &config.state_dir, &BTreeMap::new()),
         &allow_list(config)?,
     ))
 }
@@ -531,7 +655,15 @@ pub fn kernel_exports_text(specs: &BTreeMap<String, ExportSpec>, allow: &[(IpAdd
     for (name, spec) in specs {
         let dir = match &spec.source {
             ExportSource::Current(link) => link.join("root"),
-            ExportSource::Directory(d) => d.clone(),
+            ExportSource::Directory(d) => {
+                // knfsd exports whole trees: the master's state, keys and identity files
+                // cannot be left out.
+                out.push_str(&format!(
+                    "# host image {name} ({}) is not exported: the kernel NFS server cannot leave out the master's state and keys\n",
+                    d.display()
+                ));
+                continue;
+            }
         };
         let hash = blake3::hash(name.as_bytes());
         let bytes = hash.as_bytes();
@@ -574,12 +706,27 @@ mod tests {
         assert!(
             lines[1].starts_with("\"/s/images/busy/current/root\" 10.0.0.0/24(ro,no_root_squash,")
         );
-        assert!(lines[2].starts_with("\"/\" 10.0.0.0/24(ro,"));
+        // A host image is never exported by the kernel server: its excludes (state, keys,
+        // identity) cannot be expressed in exports(5).
+        assert!(
+            lines[2].starts_with("# host image host (/) is not exported"),
+            "{text}"
+        );
         assert_eq!(
             text,
             kernel_exports_text(&specs, &allow),
             "stable across runs"
         );
+        let mut other = specs.clone();
+        other.insert(
+            "busy2".to_string(),
+            ExportSpec::new(
+                "busy2",
+                b"/images/busy2",
+                ExportSource::Current("/s/images/busy2/current".into()),
+            ),
+        );
+        let text2 = kernel_exports_text(&other, &allow);
         let fsid = |l: &str| {
             l.split("fsid=")
                 .nth(1)
@@ -587,7 +734,80 @@ mod tests {
                 .trim_end_matches(')')
                 .to_string()
         };
-        assert_ne!(fsid(lines[1]), fsid(lines[2]));
+        let l2: Vec<&str> = text2.lines().collect();
+        assert_eq!(
+            fsid(l2[1]),
+            fsid(lines[1]),
+            "an image keeps its fsid when others are added"
+        );
+        assert_ne!(fsid(l2[1]), fsid(l2[2]));
+    }
+
+    #[test]
+    fn with_ha_both_masters_derive_the_same_handle_key_from_the_ha_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = d.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        };
+        let ha = write("ha.key", "0123456789abcdef0123456789abcdef\n");
+        let other = write("other.key", "fedcba9876543210fedcba9876543210\n");
+        let config = |node: &str, peer: &str, key: &Path| {
+            Config::parse(
+                &format!(
+                    "state_dir = \"{}/{node}\"\n[ha]\nenabled = true\nnode = \"{node}\"\npeer = \"{peer}\"\nkey_file = \"{}\"\n[[ha.links]]\nkind = \"udp\"\npeer = \"10.0.0.9\"\n",
+                    d.path().display(),
+                    key.display()
+                ),
+                "t",
+                d.path(),
+            )
+            .unwrap()
+        };
+        let (ka, origin) = handle_key(&config("a", "b", &ha)).unwrap();
+        let (kb, _) = handle_key(&config("b", "a", &ha)).unwrap();
+        assert_eq!(ka.fingerprint(), kb.fingerprint());
+        assert!(origin.contains("derived from the HA key"), "{origin}");
+        assert_ne!(
+            ka.0,
+            *blake3::hash(b"0123456789abcdef0123456789abcdef").as_bytes()
+        );
+        let (kc, _) = handle_key(&config("a", "b", &other)).unwrap();
+        assert_ne!(ka.fingerprint(), kc.fingerprint());
+        // No key file was written: nothing to copy, nothing to diverge.
+        assert!(!d.path().join("a/nfs/handle.key").exists());
+    }
+
+    #[test]
+    fn an_unreadable_image_keeps_its_export_and_only_a_removed_one_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let images = d.path().join("images");
+        let v = images.join("busy/versions/0001-x");
+        std::fs::create_dir_all(v.join("root")).unwrap();
+        std::os::unix::fs::symlink("versions/0001-x", images.join("busy/current")).unwrap();
+        std::fs::write(v.join("meta.json"), "{ not json").unwrap();
+        let mut previous = BTreeMap::new();
+        let spec = ExportSpec::new(
+            "busy",
+            b"/images/busy",
+            ExportSource::Current(images.join("busy/current")),
+        );
+        previous.insert("busy".to_string(), spec.clone());
+        // Metadata unreadable right now: still served as before.
+        let now = image_exports(&images, d.path(), &previous);
+        assert!(now.get("busy").is_some_and(|s| same_spec(s, &spec)));
+        // Never seen before and unreadable: not exported.
+        assert!(image_exports(&images, d.path(), &BTreeMap::new()).is_empty());
+        // The store cannot be listed: the previous set stays whole.
+        let unlistable = d.path().join("not-a-dir");
+        std::fs::write(&unlistable, "x").unwrap();
+        assert_eq!(image_exports(&unlistable, d.path(), &previous).len(), 1);
+        // The image is gone: dropped.
+        std::fs::remove_dir_all(images.join("busy")).unwrap();
+        assert!(image_exports(&images, d.path(), &previous).is_empty());
     }
 
     #[test]

@@ -925,7 +925,8 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
         .sort_by(|a, b| a.file_name().cmp(b.file_name()))
         .into_iter()
         .filter_entry(|e| e.depth() == 0 || !exclude.iter().any(|x| rel(e.path()) == *x));
-    for item in it {
+    let mut it = it;
+    while let Some(item) = it.next() {
         let entry = match item {
             Ok(e) => e,
             Err(e) => {
@@ -946,6 +947,11 @@ pub fn walk(root: &Path, exclude: &[PathBuf]) -> Result<RawTree, IndexError> {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(path = ?entry.path(), error = %e, "nfs index: lstat failed, entry skipped");
+                // A directory that vanished mid-walk: its children must go too, or they would
+                // be orphans and fail the whole build.
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
                 continue;
             }
         };

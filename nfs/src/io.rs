@@ -65,13 +65,40 @@ struct OpenHow {
 /// Set once openat2 answered ENOSYS (old kernel or a seccomp filter), so we stop asking.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
-const BASE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+/// `O_NONBLOCK`: a FIFO swapped in for an indexed regular file (a live host export can change
+/// under us) must not block the opener; it is refused right after by [`ensure_regular`].
+const BASE_FLAGS: libc::c_int =
+    libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
 
 /// Open the regular file at `relpath` beneath `root` read-only. No component may be a symlink
 /// and the path may not leave `root` (the tree can change under us after it was indexed: a
 /// directory replaced by a symlink to `/etc` must not be followed). `O_NOATIME` avoids an inode
 /// write per open on the master; it needs ownership or CAP_FOWNER, hence the EPERM retry.
 pub fn open_beneath(root: BorrowedFd<'_>, relpath: &[u8]) -> io::Result<OwnedFd> {
+    let fd = open_beneath_any(root, relpath)?;
+    ensure_regular(&fd)?;
+    Ok(fd)
+}
+
+/// Refuses anything but a regular file (devices, FIFOs and sockets are never read over NFS).
+fn ensure_regular(fd: &OwnedFd) -> io::Result<()> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat on a valid fd into a properly sized buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded, so the buffer is initialised.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (changed since it was indexed)",
+        ));
+    }
+    Ok(())
+}
+
+fn open_beneath_any(root: BorrowedFd<'_>, relpath: &[u8]) -> io::Result<OwnedFd> {
     check_relpath(relpath)?;
     if !NO_OPENAT2.load(Ordering::Relaxed) {
         match openat2_beneath(root, relpath, BASE_FLAGS | libc::O_NOATIME) {
@@ -292,6 +319,21 @@ impl FdCache {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn a_fifo_in_place_of_a_file_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo =
+            std::ffi::CString::new(d.path().join("f").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let root = std::fs::File::open(d.path()).unwrap();
+        // Would block forever without O_NONBLOCK (no writer).
+        let e = open_beneath(root.as_fd(), b"f").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        std::fs::write(d.path().join("g"), b"x").unwrap();
+        assert!(open_beneath(root.as_fd(), b"g").is_ok());
+    }
 
     #[test]
     fn open_beneath_refuses_symlinks_and_escapes() {

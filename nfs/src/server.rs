@@ -77,6 +77,14 @@ const TOTAL_READ_KIB: usize = 256 * 1024;
 /// Replies queued to a connection's writer before the reader waits.
 const REPLY_QUEUE: usize = 64;
 const SOCKET_READ_BUF: usize = 64 * 1024;
+/// Replies larger than this (READDIR/READDIRPLUS pages, big READLINKs) are charged to the same
+/// budgets as READs, so queued replies of a client that does not read its socket stay bounded.
+const SMALL_REPLY: usize = 4096;
+/// A connection whose replies cannot be written for this long is closed (a dead or hostile
+/// client must not hold READ budget that every other node needs).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections one client address may hold (a node uses one, or `nconnect` of them).
+const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 const WRITE_BUF: usize = 64 * 1024;
 
 struct Shared {
@@ -88,6 +96,7 @@ struct Shared {
     total: AtomicU64,
     active: AtomicU64,
     rejected: AtomicU64,
+    per_client: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
 }
 
 /// Entry point; see [`Server::start`].
@@ -114,6 +123,7 @@ impl Server {
             total: AtomicU64::new(0),
             active: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            per_client: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = listeners
@@ -261,13 +271,47 @@ fn admit(shared: &Shared, peer: SocketAddr) -> Option<OwnedSemaphorePermit> {
         warn!(%peer, "nfs client from an unprivileged port");
         return None;
     }
+    {
+        let mut per = shared.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per.entry(peer.ip()).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_CLIENT {
+            warn!(%peer, max = MAX_CONNECTIONS_PER_CLIENT, "nfs connections per client limit reached");
+            return None;
+        }
+        *n += 1;
+    }
     match shared.connections.clone().try_acquire_owned() {
         Ok(p) => Some(p),
         Err(_) => {
+            leave(shared, peer.ip());
             warn!(%peer, max = shared.config.max_connections, "nfs connection limit reached");
             None
         }
     }
+}
+
+/// Undoes the per-client count of [`admit`].
+fn leave(shared: &Shared, ip: IpAddr) {
+    let mut per = shared.per_client.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = per.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per.remove(&ip);
+        }
+    }
+}
+
+/// Keepalives and a user timeout: a client that vanished (powered off mid-transfer) is noticed
+/// and its connection's budget freed.
+fn tune_socket(sock: &TcpStream) {
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    let _ = s.set_tcp_keepalive(&ka);
+    let _ = s.set_tcp_user_timeout(Some(Duration::from_secs(120)));
 }
 
 /// A reply on its way to the socket, with the READ budget it holds until written.
@@ -283,9 +327,9 @@ async fn connection(
     mut stopped: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let _active = Active::enter(&shared);
+    let _active = Active::enter(&shared, peer.ip());
     debug!(%peer, "nfs connection open");
-    let _ = sock.set_nodelay(true);
+    tune_socket(&sock);
     let (mut rd, wr) = sock.into_split();
     let (tx, rx) = mpsc::channel(REPLY_QUEUE);
     let writer = tokio::spawn(writer(wr, rx));
@@ -306,6 +350,16 @@ async fn connection(
         let mut input = buf.get(..n).unwrap_or_default();
         while let Some(frame) = deframer.feed(&mut input) {
             let out = match ops::handle_frame(&frame, &*shared.fs, &shared.calls) {
+                Action::Reply(body) if body.len() > SMALL_REPLY => {
+                    let kib = u32::try_from(body.len().div_ceil(1024)).unwrap_or(u32::MAX);
+                    let Some(budget) = read_budget(&shared, &conn_budget, kib).await else {
+                        break 'conn "shutdown";
+                    };
+                    Outgoing {
+                        body,
+                        _budget: Some(budget),
+                    }
+                }
                 Action::Reply(body) => Outgoing {
                     body,
                     _budget: None,
@@ -352,18 +406,19 @@ async fn connection(
 
 /// Counts a connection as active for as long as it lives, including when its task is aborted at
 /// shutdown.
-struct Active<'a>(&'a Shared);
+struct Active<'a>(&'a Shared, IpAddr);
 
 impl<'a> Active<'a> {
-    fn enter(shared: &'a Shared) -> Self {
+    fn enter(shared: &'a Shared, ip: IpAddr) -> Self {
         shared.active.fetch_add(1, Ordering::Relaxed);
-        Active(shared)
+        Active(shared, ip)
     }
 }
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        leave(self.0, self.1);
     }
 }
 
@@ -390,19 +445,22 @@ async fn read_budget(
 }
 
 /// Writes queued replies, flushing only when the queue is empty so bursts of small replies go
-/// out in one write.
+/// out in one write. A write that makes no progress for [`WRITE_TIMEOUT`] ends the connection
+/// (dropping the queue releases the budgets its replies hold).
 async fn writer(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
     let mut w = BufWriter::with_capacity(WRITE_BUF, wr);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(out) = next {
-            if send(&mut w, &out.body).await.is_err() {
-                return;
+            match tokio::time::timeout(WRITE_TIMEOUT, send(&mut w, &out.body)).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
             next = rx.try_recv().ok();
         }
-        if w.flush().await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, w.flush()).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
     }
     let _ = w.shutdown().await;

@@ -553,6 +553,32 @@ fn limits_at_accept() {
 }
 
 #[test]
+fn one_client_cannot_take_every_connection() {
+    // 32 connections per client address; the 33rd is refused, and a slot frees when one
+    // closes.
+    let srv = Running::local();
+    let mut held: Vec<Client> = (0..32).map(|_| Client::connect(srv.addr())).collect();
+    for c in &mut held {
+        assert!(c.nfs(procs::NULL, &[]).is_empty());
+    }
+    let mut extra = Client::connect(srv.addr());
+    extra.try_null();
+    assert_eq!(extra.recv(), None);
+    assert_eq!(srv.handle().stats().connections_rejected, 1);
+    held.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = Client::connect(srv.addr());
+        again.try_null();
+        if again.recv().is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn idle_timeout_closes() {
     let srv = Running::start(ServerConfig {
         listen: vec!["127.0.0.1:0".parse().unwrap()],

@@ -1,6 +1,6 @@
 //! The shared root survives a master failover: a QEMU node (TCG) boots from master A and mounts
-//! its root from the virtual IP; B holds a file-by-file copy of the image store (new inodes)
-//! and the same handle key. `kill -9` of A's `serve`: B takes the virtual IP, and the node,
+//! its root from the virtual IP; B holds a file-by-file copy of the image store (new inodes).
+//! Neither has a handle key file: both derive it from the HA key they share. `kill -9` of A's `serve`: B takes the virtual IP, and the node,
 //! still holding A's file handles (open file, working directory, mapped programs), keeps
 //! reading and running programs from B's copy without ESTALE.
 //!
@@ -9,9 +9,7 @@
 //! tap of the switch. A also runs the boot services (DHCP, HTTP, TFTP); B only HA and NFS.
 
 use std::fs;
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -30,8 +28,6 @@ static LAB: Mutex<()> = Mutex::new(());
 const NODE_IP: &str = "10.88.0.50";
 const NODE_MAC: &str = "52:54:00:d0:00:0f";
 const IMAGE: &str = "busy";
-/// The handle key both masters share (cloning a master copies it).
-const HANDLE_KEY: &str = "6b1f0c4e9a2d7385b0e4c1a9f6d3287e5c0b9a4d1e8f2736a5b4c3d2e1f00918";
 
 fn prerequisites(test: &str) -> bool {
     require_root(test)
@@ -40,19 +36,6 @@ fn prerequisites(test: &str) -> bool {
         && require_program(test, "nft")
         && require_program(test, "/usr/bin/python3")
         && require_program(test, "ssh-keygen")
-}
-
-fn write_key(state_dir: &Path) -> Result<()> {
-    let dir = state_dir.join("nfs");
-    fs::create_dir_all(&dir)?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(dir.join("handle.key"))?;
-    writeln!(f, "{HANDLE_KEY}")?;
-    Ok(())
 }
 
 /// A's configuration gains the boot network and boot services; B's the network (for its NFS
@@ -98,8 +81,6 @@ fn a_node_keeps_running_from_the_backup_masters_copy_after_kill9_of_the_active()
     let mut lab = HaLab::new(LabOptions::default())?;
     add_boot_config(&lab.a.config, "10.88.0.1", true)?;
     add_boot_config(&lab.b.config, "10.88.0.2", false)?;
-    write_key(&lab.a.state_dir)?;
-    write_key(&lab.b.state_dir)?;
 
     // The image on A, then copied file by file to B (what replication will do).
     let src = tempfile::tempdir()?;
