@@ -197,8 +197,24 @@ pub fn write_pattern_file(path: &Path, len: u64) -> Result<()> {
 pub fn guest_sh(ns: &str, node: SocketAddr, script: &str, timeout: Duration) -> Result<String> {
     let script = format!("{script}\nexit\n");
     in_netns(ns, move || -> Result<String> {
-        let mut s = TcpStream::connect_timeout(&node, Duration::from_secs(5))
-            .with_context(|| format!("cannot reach the node's shell at {node}"))?;
+        // The service may still be starting right after the image's init said so: a refused
+        // connection is retried for a while (nothing was sent yet, so nothing runs twice).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut s = loop {
+            match TcpStream::connect_timeout(&node, Duration::from_secs(5)) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot reach the node's shell at {node}"))
+                }
+            }
+        };
         s.set_read_timeout(Some(timeout))?;
         s.write_all(format!("exec 2>&1\n{script}").as_bytes())?;
         s.shutdown(Shutdown::Write)?;

@@ -103,6 +103,7 @@ fn a_node_keeps_running_from_the_backup_masters_copy_after_kill9_of_the_active()
     ];
     let out = lab.a.cli(&build)?;
     anyhow::ensure!(out.status.success(), "image build: {out:?}");
+    fs::create_dir_all(&lab.b.state_dir)?;
     let status = std::process::Command::new("cp")
         .arg("-a")
         .arg(lab.a.state_dir.join("images"))
