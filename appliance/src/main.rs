@@ -140,6 +140,18 @@ fn init_logging(format: &str) {
 
 fn main() {
     let cli = Cli::parse();
+    // Commands that print and exit behave like other Unix tools when their reader goes away
+    // (`clustermaker node list | head`): the default SIGPIPE ends them quietly instead of a
+    // panic in println!. Long-running modes keep Rust's ignored SIGPIPE and handle EPIPE.
+    if !matches!(
+        cli.command,
+        Command::Serve | Command::HaGuard | Command::Agent(AgentCommand::Run { .. })
+    ) {
+        // SAFETY: setting a signal disposition to its default at start, before any thread.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging(&cli.log_format);
     if let Err(e) = run(cli) {
         // One line: the cause chain, outermost first.
