@@ -1052,18 +1052,23 @@ fn boot_debian(lab: &BootLab, version: &Path, who: Who) -> Result<DebBoot> {
     // The call counts line comes just before the marker.
     std::thread::sleep(Duration::from_millis(200));
     let console = node.console();
-    let proc3 = console.lines().find_map(|l| {
-        let rest = l.split("CM-RPC proc3 ").nth(1)?;
-        let mut nums = rest.split_whitespace().map(|n| n.parse::<u64>().ok());
-        let n = nums.next()?? as usize;
-        let v: Vec<u64> = nums.take(n).collect::<Option<Vec<u64>>>()?;
-        (v.len() == n).then_some(v)
-    });
+    let proc3 = parse_proc3(&console);
     Ok(DebBoot {
         who: who.name(),
         stages,
         proc3,
         start_jobs_waited: console.contains("A start job is running"),
+    })
+}
+
+/// The counts of the `CM-RPC proc3 N c0 c1 …` console line (a copy of /proc/net/rpc/nfs).
+fn parse_proc3(console: &str) -> Option<Vec<u64>> {
+    console.lines().find_map(|l| {
+        let rest = l.split("CM-RPC proc3 ").nth(1)?;
+        let mut nums = rest.split_whitespace().map(|n| n.parse::<u64>().ok());
+        let n = nums.next()?? as usize;
+        let v: Vec<u64> = nums.take(n).collect::<Option<Vec<u64>>>()?;
+        (v.len() == n && n == NFS3_PROCS.len()).then_some(v)
     })
 }
 
@@ -1465,4 +1470,65 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         "survival": surv,
     });
     Ok(section)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc3_line_is_parsed_from_the_console() {
+        let console = "[  OK  ] Reached target multi-user.target\r\n\
+            CM-RPC proc3 22 1 1249 0 398 363 116 349 0 0 0 0 0 0 0 0 0 0 49 1 2 1 0\r\n\
+            CM-BOOTED\r\n";
+        let v = parse_proc3(console).unwrap();
+        assert_eq!(v.len(), 22);
+        assert_eq!(
+            v[NFS3_PROCS.iter().position(|p| *p == "READ").unwrap()],
+            349
+        );
+        assert!(parse_proc3("CM-RPC proc3 22 1 2\n").is_none());
+        assert!(parse_proc3("CM-RPC \n").is_none());
+    }
+
+    #[test]
+    fn guest_mounts_use_the_initramfs_options() {
+        let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = fs::read_to_string(ws.join("images/templates/initramfs/init.sh")).unwrap();
+        let opts = text
+            .lines()
+            .find_map(|l| l.strip_prefix("NFS_OPTS=\""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap();
+        assert!(
+            opts.contains("vers=3") && opts.contains("rsize=1048576"),
+            "{opts}"
+        );
+    }
+
+    #[test]
+    fn debian_tree_gets_an_enabled_booted_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("etc")).unwrap();
+        fs::write(src.join("etc/os-release"), "ID=debian\n").unwrap();
+        let dest = dir.path().join("dest");
+        prepare_debian_tree(&src, &dest).unwrap();
+        let unit = fs::read_to_string(dest.join("etc/systemd/system/cm-booted.service")).unwrap();
+        assert!(
+            unit.contains("After=multi-user.target") && unit.contains("DefaultDependencies=no")
+        );
+        let link = fs::read_link(
+            dest.join("etc/systemd/system/multi-user.target.wants/cm-booted.service"),
+        )
+        .unwrap();
+        assert_eq!(link, Path::new("/etc/systemd/system/cm-booted.service"));
+        let script = dest.join("usr/local/sbin/cm-booted");
+        assert!(fs::read_to_string(&script).unwrap().contains("CM-BOOTED"));
+        assert_eq!(
+            fs::metadata(&script).unwrap().permissions().mode() & 0o111,
+            0o111
+        );
+        assert!(dest.join("etc/os-release").is_file());
+    }
 }
