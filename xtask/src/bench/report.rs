@@ -348,7 +348,12 @@ pub fn section_markdown(report: &Report, s: &Section) -> String {
         report.revision,
         report.rounds,
         if report.rounds == 1 { "" } else { "s" },
-        if report.rounds > 1 && !s.rows.is_empty() { " in alternating order" } else { "" },
+        // Alternation is between an anchor and ours: a section of absolute figures has none.
+        if report.rounds > 1 && s.rows.iter().any(|r| r.anchor.summary.is_some()) {
+            " in alternating order"
+        } else {
+            ""
+        },
         report.command
     );
     if !s.rows.is_empty() {
