@@ -81,7 +81,8 @@ pub struct BenchArgs {
     /// Fewer and shorter rounds: a smoke run with rougher figures
     #[arg(long)]
     pub quick: bool,
-    /// Rounds per benchmark [default: 5 (DHCP, boot, initramfs: 3); with --quick 2 (1)]
+    /// Rounds per benchmark [default: 5 (DHCP, boot, initramfs, image, nfs: 3, nfs Debian
+    /// boots: 5); with --quick 2 (1)]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=50))]
     pub rounds: Option<u16>,
     /// Print the results as JSON on stdout (progress stays on stderr)
