@@ -27,10 +27,19 @@ pub struct Ganesha {
 
 /// The configuration for one read-only export of `export_dir` at the same pseudo path.
 pub fn config(export_dir: &Path, log: &Path) -> String {
+    config_bound(export_dir, log, None)
+}
+
+/// [`config`], listening on `bind` only (`Bind_addr`: NFS and MOUNT on that address, so
+/// another NFS server can have port 2049 on another address of the same namespace).
+pub fn config_bound(export_dir: &Path, log: &Path, bind: Option<&str>) -> String {
     let path = export_dir.display();
+    let bind = bind
+        .map(|ip| format!("\n    Bind_addr = {ip};"))
+        .unwrap_or_default();
     format!(
         r#"NFS_CORE_PARAM {{
-    Protocols = 3;
+    Protocols = 3;{bind}
     NFS_Port = 2049;
     MNT_Port = {GANESHA_MOUNT_PORT};
     Enable_NLM = false;
@@ -65,11 +74,23 @@ impl Ganesha {
     /// Starts rpcbind and ganesha in `ns`, exporting `export_dir` read-only; returns when the
     /// NFS port accepts connections.
     pub fn start(ns: &Netns, export_dir: &Path, listen_ip: &str) -> Result<Ganesha> {
+        Ganesha::start_inner(ns, export_dir, listen_ip, false)
+    }
+
+    /// Like [`Ganesha::start`], bound to `listen_ip` only (see [`config_bound`]).
+    pub fn start_bound(ns: &Netns, export_dir: &Path, listen_ip: &str) -> Result<Ganesha> {
+        Ganesha::start_inner(ns, export_dir, listen_ip, true)
+    }
+
+    fn start_inner(ns: &Netns, export_dir: &Path, listen_ip: &str, bind: bool) -> Result<Ganesha> {
         let dir = std::env::temp_dir().join(crate::unique_name("cmganesha"));
         fs::create_dir_all(&dir)?;
         let log = dir.join("ganesha.log");
         let conf = dir.join("ganesha.conf");
-        fs::write(&conf, config(export_dir, &log))?;
+        fs::write(
+            &conf,
+            config_bound(export_dir, &log, bind.then_some(listen_ip)),
+        )?;
         let script = format!(
             "mount -t tmpfs tmpfs /run && mkdir -p /run/ganesha /run/rpcbind && \
              {{ rpcbind -f -w & echo $! > {pidfile}; }} && sleep 0.3 && \

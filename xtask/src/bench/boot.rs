@@ -66,7 +66,7 @@ impl Variant {
 }
 
 /// The boot files: target/cm-boot, built with `cargo xtask build-image` when missing.
-fn boot_files(ctx: &Ctx) -> Result<PathBuf> {
+pub(super) fn boot_files(ctx: &Ctx) -> Result<PathBuf> {
     let dir = ctx.workspace.join("target/cm-boot");
     if !dir.join("vmlinuz").is_file() || !dir.join("initramfs.img").is_file() {
         ctx.progress

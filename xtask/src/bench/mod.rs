@@ -5,7 +5,8 @@
 //! fetch times against tftpd-hpa, dnsmasq and atftpd ([`tftp`]); kernel + initramfs over our
 //! HTTP against nginx and against TFTP ([`http`]); PXE power-on to online under QEMU against a
 //! default dnsmasq setup ([`boot`]); the initramfs build ([`initramfs`]); VIP failover time and
-//! false failovers under load against keepalived and Heartbeat 3 ([`failover`]).
+//! false failovers under load against keepalived and Heartbeat 3 ([`failover`]); our NFS root
+//! server against nfs-ganesha, and the image build of a Debian root ([`nfs`]).
 //!
 //! Each one starts the anchor and ours one after the other on the identical workload, repeats
 //! for several rounds in alternating order, and reports median [min–max]. It reports, it does
@@ -19,6 +20,7 @@ mod dhcp;
 mod failover;
 mod http;
 mod initramfs;
+mod nfs;
 mod ours;
 mod report;
 mod sys;
@@ -50,15 +52,22 @@ pub enum Which {
     /// HA: VIP failover time (kill -9, link down) and false failovers under load vs
     /// keepalived and Heartbeat 3
     Failover,
+    /// NFS root: 100 MiB read (libnfs and QEMU guest), Debian+systemd boot, handle survival
+    /// vs nfs-ganesha; busybox node power-on to service with its stages
+    Nfs,
+    /// `clustermaker image build` of a Debian minbase root: time, image and initramfs size
+    Image,
 }
 
 impl Which {
-    const ALL: [Which; 6] = [
+    const ALL: [Which; 8] = [
         Which::Dhcp,
         Which::Tftp,
         Which::Http,
         Which::Boot,
         Which::Initramfs,
+        Which::Image,
+        Which::Nfs,
         Which::Failover,
     ];
 }
@@ -72,7 +81,8 @@ pub struct BenchArgs {
     /// Fewer and shorter rounds: a smoke run with rougher figures
     #[arg(long)]
     pub quick: bool,
-    /// Rounds per benchmark [default: 5 (DHCP, boot, initramfs: 3); with --quick 2 (1)]
+    /// Rounds per benchmark [default: 5 (DHCP, boot, initramfs, image, nfs: 3, nfs Debian
+    /// boots: 5); with --quick 2 (1)]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=50))]
     pub rounds: Option<u16>,
     /// Print the results as JSON on stdout (progress stays on stderr)
@@ -348,6 +358,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Which::Initramfs => initramfs::run(&ctx),
             Which::Boot => boot::run(&ctx),
             Which::Failover => failover::run(&ctx),
+            Which::Nfs => nfs::run(&ctx),
+            Which::Image => nfs::run_image(&ctx),
         };
         match result {
             Ok(mut s) => {

@@ -348,7 +348,12 @@ pub fn section_markdown(report: &Report, s: &Section) -> String {
         report.revision,
         report.rounds,
         if report.rounds == 1 { "" } else { "s" },
-        if report.rounds > 1 && !s.rows.is_empty() { " in alternating order" } else { "" },
+        // Alternation is between an anchor and ours: a section of absolute figures has none.
+        if report.rounds > 1 && s.rows.iter().any(|r| r.anchor.summary.is_some()) {
+            " in alternating order"
+        } else {
+            ""
+        },
         report.command
     );
     if !s.rows.is_empty() {
@@ -424,6 +429,11 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("http", "Kernel + initramfs: HTTP vs TFTP"),
     ("boot", "PXE power-on to online under QEMU TCG"),
     ("initramfs", "initramfs build"),
+    ("image", "Image build from a Debian minbase root"),
+    (
+        "nfs",
+        "NFS root: our NFS server vs nfs-ganesha, and a node from power-on to service",
+    ),
     (
         "failover",
         "HA failover: VIP takeover time and false failovers under load",
@@ -435,7 +445,7 @@ const HEADER: &str = "# Benchmarks
 Every figure here is measured side by side with the established tool doing the same work, in the
 same run, on the same machine, and reported as a ratio. `cargo xtask bench` (as root: it makes
 network namespaces) runs them all and rewrites the sections it measured; `--only dhcp|tftp|http|
-initramfs|boot|failover` picks one, `--quick` runs fewer and shorter rounds, `--json` prints the results as
+initramfs|image|boot|nfs|failover` picks one, `--quick` runs fewer and shorter rounds, `--json` prints the results as
 JSON. Nothing here is a pass/fail threshold: the harness reports, it does not assert — but it fails
 loudly when a server does not start or a transfer comes back corrupt (every download is checked
 against the file's blake3).
