@@ -467,8 +467,32 @@ async fn writer(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>) {
 }
 
 async fn send(w: &mut BufWriter<OwnedWriteHalf>, body: &[u8]) -> io::Result<()> {
-    w.write_all(&record::reply_mark(body.len())).await?;
-    w.write_all(body).await
+    let mark = record::reply_mark(body.len());
+    if mark.len() + body.len() <= WRITE_BUF - w.buffer().len() {
+        // Small replies gather in the buffer and leave together.
+        w.write_all(&mark).await?;
+        return w.write_all(body).await;
+    }
+    // A big reply (READ data): what is buffered goes first, then the record mark and the body
+    // in one vectored write straight to the socket, without copying the body through the
+    // buffer or sending the 4-byte mark as a segment of its own.
+    w.flush().await?;
+    let sock = w.get_mut();
+    let total = mark.len() + body.len();
+    let mut done = 0;
+    while done < total {
+        let n = if done < mark.len() {
+            let parts = [io::IoSlice::new(&mark[done..]), io::IoSlice::new(body)];
+            sock.write_vectored(&parts).await?
+        } else {
+            sock.write(&body[done - mark.len()..]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
