@@ -465,23 +465,10 @@ fn human(b: u64) -> String {
 
 /// Unix seconds as UTC `YYYY-MM-DD HH:MM`.
 fn when(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
-        rem / 3600,
-        (rem % 3600) / 60
-    )
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // RFC 3339 `YYYY-MM-DDTHH:MM:SSZ`, cut to the minute.
+    let text = humantime::format_rfc3339_seconds(t).to_string();
+    text.get(..16).unwrap_or(&text).replacen('T', " ", 1)
 }
 
 #[cfg(test)]

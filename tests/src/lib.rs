@@ -207,6 +207,26 @@ pub fn wait_for<T>(
     }
 }
 
+/// Calls `f` until it returns Ok or `timeout` has passed (every 500 ms); then its last error,
+/// with `what` and the timeout as context. For checks whose failure says why (unlike
+/// [`wait_for`], which only knows "not yet").
+pub fn retry<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(e.context(format!("{what}: still failing after {timeout:?}")))
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}
+
 /// The `clustermaker` binary built by cargo for these tests.
 pub fn clustermaker_bin() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("CLUSTERMAKER_BIN") {

@@ -12,7 +12,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cm_tests::ha::{HaLab, LabOptions, VIP};
@@ -21,7 +21,7 @@ use cm_tests::nfsroot::{
     start_loops, GUEST_SHELL_PORT, LOOP_STATUS,
 };
 use cm_tests::qemu::{Boot, NodeOptions, QemuNode};
-use cm_tests::{require_program, require_root};
+use cm_tests::{require_program, require_root, retry};
 
 static LAB: Mutex<()> = Mutex::new(());
 
@@ -56,19 +56,6 @@ fn add_boot_config(config: &Path, address: &str, boot: bool) -> Result<()> {
     );
     fs::write(config, text)?;
     Ok(())
-}
-
-fn retry<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("{what}: still failing after {timeout:?}")))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
 }
 
 #[test]

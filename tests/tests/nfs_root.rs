@@ -16,7 +16,7 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use cm_tests::master::Master;
@@ -25,7 +25,7 @@ use cm_tests::nfsroot::{
     start_loops, GUEST_SHELL_PORT, LOOP_STATUS,
 };
 use cm_tests::qemu::{Boot, BootLab, NodeOptions, QemuNode};
-use cm_tests::{require_program, require_root};
+use cm_tests::{require_program, require_root, retry};
 
 /// One test with VMs at a time.
 static VM: Mutex<()> = Mutex::new(());
@@ -148,20 +148,6 @@ impl Lab {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Retries `f` until it returns Ok or `timeout` passes; the last error is returned.
-fn retry<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("{what}: still failing after {timeout:?}")))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
 }
 
 #[test]

@@ -217,7 +217,11 @@ pub fn run(args: &DemoArgs, workspace: &Path) -> Result<()> {
         online.as_secs_f64()
     ));
     if let Some(ip) = node_ip(&node.console()) {
-        let page = http_get_in(&lab.ns.name, SocketAddr::new(ip.into(), 80), "/index.html");
+        let page = cm_tests::nfsroot::http_get(
+            &lab.ns.name,
+            SocketAddr::new(ip.into(), 80),
+            "/index.html",
+        );
         match page {
             Ok(body) => ui.info(format!("http://{ip}/ on the node says: {}", body.trim())),
             Err(e) => ui.info(format!("the node's web server did not answer: {e:#}")),
@@ -434,23 +438,6 @@ fn node_ip(console: &str) -> Option<std::net::Ipv4Addr> {
         .lines()
         .filter(|l| l.contains("clustermaker-init: network up"))
         .find_map(|l| field(l, "ip=")?.parse().ok())
-}
-
-/// A plain HTTP/1.0 GET from inside namespace `ns`; the body.
-fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> Result<String> {
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    in_netns(ns, move || -> Result<String> {
-        use std::io::Write;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        s.write_all(req.as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or(out))
-    })?
 }
 
 /// The value of `key` (e.g. `stage=`) in a tracing log line.

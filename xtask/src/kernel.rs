@@ -24,42 +24,14 @@ pub struct Kernel {
 }
 
 /// A kernel given with `--kernel PATH` and optionally `--modules DIR` (a `lib/modules/<version>`
-/// directory). Without `--modules`, the version comes from a `vmlinuz-<version>` file name and
-/// the modules from `/lib/modules/<version>`.
+/// directory); `images::kernel::local` has the rules (version from a `vmlinuz-<version>` name,
+/// modules from `/lib/modules/<version>` without `--modules`).
 pub fn local(vmlinuz: &Path, modules: Option<&Path>) -> Result<Kernel> {
-    if !vmlinuz.is_file() {
-        bail!(
-            "kernel {} does not exist (fix: pass an existing file to --kernel)",
-            vmlinuz.display()
-        );
-    }
-    let modules_dir = match modules {
-        Some(dir) => dir.to_path_buf(),
-        None => {
-            let name = vmlinuz.file_name().unwrap_or_default().to_string_lossy();
-            let Some(version) = name.strip_prefix("vmlinuz-") else {
-                bail!(
-                    "cannot tell the version of kernel {} (fix: pass its lib/modules/<version> directory with --modules)",
-                    vmlinuz.display()
-                );
-            };
-            Path::new("/lib/modules").join(version)
-        }
-    };
-    let version = modules_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !modules_dir.is_dir() {
-        bail!(
-            "module directory {} does not exist (fix: pass the kernel's lib/modules/<version> with --modules)",
-            modules_dir.display()
-        );
-    }
+    let k = images::kernel::local(vmlinuz, modules)?;
     Ok(Kernel {
-        vmlinuz: vmlinuz.to_path_buf(),
-        version,
-        modules_dir,
+        vmlinuz: k.vmlinuz,
+        version: k.version,
+        modules_dir: k.modules_dir,
         source: "local".into(),
     })
 }
